@@ -1,0 +1,121 @@
+"""Hugging Face copies of a dataset, read through CoOp's split JSON (`split_source = "hf"`).
+
+The card's `image_root` names either
+- an imagefolder directory (plain image files in any nesting, as `load_dataset("imagefolder")`
+  reads them): we walk it ourselves, which avoids building an Arrow cache of files already on disk;
+- a `save_to_disk` directory (has `state.json` or `dataset_dict.json`): loaded with
+  `datasets.load_from_disk`; every split is searched, since CoOp's split decides train/val/test.
+
+Rows are matched to split entries by relative path: the longest path suffix that is unique, then
+the bare file name, then (file name, class folder) using the dataset's ClassLabel column. The split JSON decides
+the lists and their order, so split digest and few-shot draws (positions) equal those of the plain
+on-disk copy; the few-shot digest also matches when the copy keeps CoOp's folder layout. Arrow-embedded images are written once to `<dir>/.hf_images/`
+under their split-file path, so every Item is a real file like with the other readers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+
+from bench.data.cards import DatasetCard, dataset_dir, image_dir
+from bench.data.items import DatasetSplits
+from bench.data.readers import (SPLITS, classnames_from, parse_coop_split, read_bytes,
+                                splits_from_entries)
+from bench.errors import BenchError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+EXTRACT_DIR = ".hf_images"
+
+
+def read_hf(card: DatasetCard, root: Path) -> DatasetSplits:
+    split_path = dataset_dir(card, root) / card.split_file
+    raw = read_bytes(split_path, card)
+    entries = parse_coop_split(raw, str(split_path))
+    classnames = classnames_from(entries, str(split_path))
+    hf_dir = image_dir(card, root)
+    if not hf_dir.is_dir():
+        raise BenchError(f"dataset '{card.name}': Hugging Face directory {hf_dir} not found")
+    wanted = sorted({rel for s in SPLITS for rel, _, _ in entries[s]})
+    if (hf_dir / "state.json").exists() or (hf_dir / "dataset_dict.json").exists():
+        base = dataset_dir(card, root) / EXTRACT_DIR
+        _extract_arrow(hf_dir, wanted, base)
+    else:
+        base = hf_dir
+        rows = [(p, None) for p in _walk_images(hf_dir)]
+        found = _match(wanted, rows, hf_dir)
+        entries = {s: [(rows[found[rel]][0], y, c) for rel, y, c in entries[s]] for s in SPLITS}
+    return splits_from_entries(card, entries, base, classnames, hashlib.sha256(raw).hexdigest())
+
+
+def _walk_images(d: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, files in os.walk(d):
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+        rel = os.path.relpath(dirpath, d)
+        for f in sorted(files):
+            if os.path.splitext(f)[1].lower() in IMAGE_EXTS:
+                out.append(f if rel == "." else PurePosixPath(*Path(rel).parts, f).as_posix())
+    return out
+
+
+def _match(wanted: list[str], rows: list[tuple[str, str | None]], where: Path) -> dict[str, int]:
+    """Map each split-file path to a row index. rows = (path as the HF copy stores it, class name)."""
+    by_suffix: dict[str, list[int]] = {}
+    for i, (p, _) in enumerate(rows):
+        parts = PurePosixPath(p.replace("\\", "/")).parts
+        for k in range(len(parts)):
+            by_suffix.setdefault("/".join(parts[k:]), []).append(i)
+    found, missing = {}, []
+    for rel in wanted:
+        hits = by_suffix.get(rel) or by_suffix.get(PurePosixPath(rel).name, [])
+        if len(hits) > 1:
+            folder = PurePosixPath(rel).parts[0]
+            hits = [i for i in hits if rows[i][1] == folder] or hits
+        if len(hits) == 1:
+            found[rel] = hits[0]
+        elif hits:
+            raise BenchError(f"{where}: '{rel}' matches {len(hits)} images (e.g. {rows[hits[0]][0]}); "
+                             "keep the original folder structure so paths are unique")
+        else:
+            missing.append(rel)
+    if missing:
+        raise BenchError(f"{where}: {len(missing)} images of the split file are not in the Hugging "
+                         f"Face copy (first: {missing[0]}); it must keep the original file names")
+    return found
+
+
+def _extract_arrow(hf_dir: Path, wanted: list[str], base: Path) -> None:
+    """Write the Arrow-embedded images the split needs to `base/<relpath>` (once)."""
+    if all((base / rel).is_file() for rel in wanted):
+        return
+    import datasets  # heavy import, only needed for save_to_disk copies
+
+    loaded = datasets.load_from_disk(str(hf_dir))
+    parts = list(loaded.values()) if isinstance(loaded, datasets.DatasetDict) else [loaded]
+    rows, sources = [], []
+    for ds in parts:
+        img_col = next((k for k, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+        if img_col is None:
+            raise BenchError(f"{hf_dir}: the dataset has no Image column")
+        lab_col = next((k for k, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
+        ds = ds.cast_column(img_col, datasets.Image(decode=False))
+        names = ds.features[lab_col].names if lab_col else None
+        for i, rec in enumerate(ds.select_columns([img_col] + ([lab_col] if lab_col else []))):
+            img = rec[img_col]
+            path = img.get("path") or f"{len(rows)}"
+            rows.append((path, names[rec[lab_col]] if names else None))
+            sources.append((ds, img_col, i))
+    found = _match(wanted, rows, hf_dir)
+    for rel in wanted:
+        target = base / rel
+        if target.is_file():
+            continue
+        ds, col, i = sources[found[rel]]
+        img = ds[i][col]
+        data = img.get("bytes") or Path(img["path"]).read_bytes()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)  # atomic: a crash never leaves a half-written image behind

@@ -1,0 +1,100 @@
+"""Method registry: methods/ modules are discovered on first use; other packages register through
+the entry-point group `bench.methods` (value: a module that defines methods, or a Method class)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import pkgutil
+from importlib.metadata import entry_points
+
+from bench.errors import BenchError, unknown
+from bench.method import Method
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, type] = {}
+        self._origin: dict[str, str] = {}
+        self._discovered = False
+
+    def register(self, cls: type) -> type:
+        name = getattr(cls, "name", None)
+        if not name or not isinstance(name, str):
+            raise BenchError(f"{cls.__qualname__} must set a string `name` to be registered")
+        if name in self._items and self._items[name] is not cls:
+            raise BenchError(f"{self.kind} '{name}' is registered twice "
+                             f"({self._origin[name]} and {cls.__module__})")
+        _check_contract(cls)
+        self._items[name] = cls
+        self._origin[name] = cls.__module__
+        return cls
+
+    def get(self, name: str) -> type:
+        self.discover()
+        if name not in self._items:
+            raise unknown(self.kind, name, self._items)
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        self.discover()
+        return sorted(self._items)
+
+    def origin(self, name: str) -> str:
+        self.get(name)
+        return self._origin[name]
+
+    def discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        import methods  # the project's own method files, one module each
+
+        for info in pkgutil.iter_modules(methods.__path__):
+            self._register_module(importlib.import_module(f"methods.{info.name}"))
+        for ep in entry_points(group="bench.methods"):
+            try:
+                loaded = ep.load()
+            except Exception as exc:  # a broken plug-in must not take the suite down
+                log.warning("entry point %s failed to load: %s", ep.name, exc)
+                continue
+            if inspect.isclass(loaded) and issubclass(loaded, Method):
+                self.register(loaded)
+            elif inspect.ismodule(loaded):
+                self._register_module(loaded)
+
+    def _register_module(self, module) -> None:
+        """Register every Method subclass a module defines (not the ones it merely imports)."""
+        for obj in vars(module).values():
+            if inspect.isclass(obj) and issubclass(obj, Method) and obj is not Method \
+                    and obj.__module__ == module.__name__ and "name" in vars(obj):
+                self.register(obj)
+
+
+def _check_contract(cls: type) -> None:
+    import dataclasses
+
+    problems = []
+    if not isinstance(getattr(cls, "version", None), int):
+        problems.append("an int `version`")
+    if getattr(cls, "inputs", None) not in ("features", "images"):
+        problems.append("`inputs` = 'features' or 'images'")
+    params = getattr(cls, "Params", None)
+    if params is None or not dataclasses.is_dataclass(params):
+        problems.append("a dataclass `Params`")
+    if not callable(getattr(cls, "fit", None)):
+        problems.append("a `fit(task, params)` method")
+    if problems:
+        raise BenchError(f"method {getattr(cls, 'name', cls.__qualname__)} needs {', '.join(problems)}")
+
+
+METHODS = Registry("method")
+
+
+def register_method(cls: type) -> type:
+    """Class decorator used by method files."""
+    return METHODS.register(cls)

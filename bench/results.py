@@ -1,0 +1,91 @@
+"""Result records: one immutable JSON file per finished job, written atomically.
+
+Layout: <results_dir>/records/<method>/<dataset>/<job_id>.<created_at>.json. A rerun (--force) adds a
+new file instead of overwriting; readers keep the latest record per job key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_path(results_dir: Path, record: dict) -> Path:
+    stamp = record["created_at"].replace(":", "").replace("-", "").replace("+0000", "Z")
+    return results_dir / "records" / record["method"] / record["dataset"] / f"{record['job_id']}.{stamp}.json"
+
+
+def write_record(results_dir: Path, record: dict) -> Path:
+    path = record_path(Path(results_dir), record)
+    if path.exists():  # records are immutable; a clash means two writers in the same microsecond
+        raise FileExistsError(path)
+    atomic_write_bytes(path, json.dumps(record, indent=1, sort_keys=True, default=str).encode())
+    return path
+
+
+def artifact_dir(results_dir: Path, record: dict) -> Path:
+    return Path(results_dir) / "artifacts" / record["job_id"] / record["created_at"].replace(":", "")
+
+
+def read_records(results_dir: Path) -> list[dict]:
+    """Every readable record; a file that does not parse is logged and left alone, never deleted."""
+    records = []
+    for path in sorted(Path(results_dir).glob("records/*/*/*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("skipping unreadable record %s: %s", path, exc)
+    return records
+
+
+def latest_per_job(records: list[dict]) -> dict[str, dict]:
+    """job_id → the newest record (by created_at) for that job."""
+    latest: dict[str, dict] = {}
+    for record in records:
+        current = latest.get(record["job_id"])
+        if current is None or record["created_at"] > current["created_at"]:
+            latest[record["job_id"]] = record
+    return latest
+
+
+def finished_ids(results_dir: Path) -> set[str]:
+    """Jobs whose latest record is ok: these are skipped on resume."""
+    return {jid for jid, rec in latest_per_job(read_records(results_dir)).items() if rec["status"] == "ok"}
+
+
+def records_frame(results_dir: Path) -> pd.DataFrame:
+    """The latest record per job as a flat DataFrame (one row per job)."""
+    rows = []
+    for record in latest_per_job(read_records(results_dir)).values():
+        row = {k: record.get(k) for k in ("job_id", "method", "dataset", "shots", "seed", "status", "created_at")}
+        row.update({f"metric.{k}": v for k, v in (record.get("metrics") or {}).items()})
+        rows.append(row)
+    columns = ["job_id", "method", "dataset", "shots", "seed", "status", "created_at"]
+    return pd.DataFrame(rows, columns=None if rows else columns)

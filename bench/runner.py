@@ -1,0 +1,190 @@
+"""Run one job: sample the few-shot split, fit the method, evaluate on the full test split, and write
+one immutable record (ok or failed). A Workspace keeps the backbone, splits and feature stores of a
+worker process warm across the jobs it runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import random
+import resource
+import subprocess
+import time
+import traceback
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import __version__
+from bench.backbone import load_backbone
+from bench.config import REPO_ROOT, Suite
+from bench.data import load_card, load_splits, sample_fewshot
+from bench.features import FeatureStore
+from bench.jobs import Job
+from bench.method import Fitted
+from bench.registry import METHODS
+from bench.results import artifact_dir, now_iso, write_record
+from bench.task import Task
+
+log = logging.getLogger(__name__)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Workspace:
+    """Per-process caches: one backbone, and splits + feature store per dataset."""
+
+    def __init__(self, suite: Suite, device=None, feature_cache=True):
+        self.suite, self.device = suite, torch.device(device) if device else pick_device()
+        self.feature_cache = feature_cache
+        self.workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
+        self._backbone = None
+        self._datasets: dict[str, tuple] = {}
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            self._backbone = load_backbone(self.suite.backbone, self.device)
+        return self._backbone
+
+    def dataset(self, name: str):
+        if name not in self._datasets:
+            card = load_card(name)
+            splits = load_splits(card, self.suite.data_root)
+            store = FeatureStore(self.backbone, splits, self.device, self.suite.precision, self.workers,
+                                 enabled=self.feature_cache)
+            self._datasets[name] = (card, splits, store)
+        return self._datasets[name]
+
+    def task(self, job: Job) -> Task:
+        card, splits, store = self.dataset(job.dataset)
+        fewshot = sample_fewshot(splits, job.shots, job.seed, draw_val=bool(splits.val))
+        return Task(card=card, splits=splits, fewshot=fewshot, shots=job.shots, seed=job.seed,
+                    backbone=self.backbone, device=self.device, precision=self.suite.precision,
+                    features=store, workers=self.workers)
+
+
+def run_job(job: Job, workspace: Workspace) -> dict:
+    """Run a job and write its record. Exceptions become a failed record; the record is returned."""
+    record = _base_record(job, workspace)
+    started = time.perf_counter()
+    try:
+        _seed_everything(job.seed)
+        if workspace.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(workspace.device)
+        task = workspace.task(job)
+        method = METHODS.get(job.base)()
+        params = METHODS.get(job.base).Params(**job.params)
+        fit_start = time.perf_counter()
+        fitted = method.fit(task, params)
+        eval_start = time.perf_counter()
+        top1 = evaluate(fitted, method.inputs, task)
+        record.update(_success_fields(job, task, fitted, top1, workspace))
+        record["timings"] = {"fit_s": eval_start - fit_start, "eval_s": time.perf_counter() - eval_start}
+    except Exception as exc:  # a failing job is a record, and the grid goes on
+        log.exception("job %s failed", job.label)
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    record["timings"] = {**record.get("timings", {}), "wall_s": time.perf_counter() - started}
+    record["peak_memory_bytes"] = _peak_memory(workspace.device)
+    record["created_at"] = now_iso()
+    _save_artifacts(record, workspace.suite.results_dir)
+    write_record(workspace.suite.results_dir, record)
+    return record
+
+
+@torch.no_grad()
+def evaluate(fitted: Fitted, inputs: str, task: Task) -> float:
+    """Top-1 (micro) accuracy in percent over the full test split."""
+    correct = total = 0
+    if inputs == "features":
+        feats, labels = task.features.test()
+        for start in range(0, len(feats), 4096):
+            logits = fitted.predict(feats[start:start + 4096].to(task.device))
+            correct += (logits.argmax(-1).cpu() == labels[start:start + 4096]).sum().item()
+        total = len(labels)
+    else:
+        for images, labels, _ in task.test_images():
+            with task.autocast():
+                logits = fitted.predict(images.to(task.device, non_blocking=True))
+            correct += (logits.argmax(-1).cpu() == labels).sum().item()
+            total += len(labels)
+    return 100.0 * correct / max(total, 1)
+
+
+def _base_record(job: Job, workspace: Workspace) -> dict:
+    return {"schema": 1, "job_id": job.id, "suite": workspace.suite.name, "method": job.method,
+            "base_method": job.base, "method_version": job.version, "dataset": job.dataset,
+            "shots": job.shots, "seed": job.seed, "backbone": job.backbone, "params": job.params,
+            "status": "running", "error": None, "metrics": {}, "device": _device_name(workspace.device),
+            "git": git_state(), "versions": versions(), "host": platform.node()}
+
+
+def _success_fields(job, task, fitted: Fitted, top1: float, workspace) -> dict:
+    return {
+        "status": "ok",
+        "metrics": {"top1": top1, **fitted.metrics},
+        "config": {"params": job.params, "method": fitted.config, "precision": workspace.suite.precision,
+                   "backbone": task.backbone.describe(), "data_root": str(workspace.suite.data_root),
+                   "num_classes": task.num_classes, "templates": list(task.templates)},
+        "split": {"split_digest": task.splits.split_digest, "fewshot_digest": task.fewshot.digest,
+                  "train_items": len(task.fewshot.train), "val_items": len(task.fewshot.val),
+                  "test_items": len(task.splits.test)},
+        "validation": fitted.validation,
+        "trainable_params": fitted.trainable_params,
+        "state_bytes": fitted.state_bytes,
+        "_artifacts": fitted.artifacts,
+    }
+
+
+def _save_artifacts(record: dict, results_dir: Path) -> None:
+    from bench.results import atomic_write_bytes
+
+    blobs = record.pop("_artifacts", None) or {}
+    folder = artifact_dir(results_dir, record)
+    for name, data in blobs.items():
+        atomic_write_bytes(folder / name, data)
+    record["artifacts"] = [str((folder / name).relative_to(results_dir)) for name in blobs]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})"
+
+
+@lru_cache(maxsize=1)
+def git_state() -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.TimeoutExpired):
+        return {"sha": None, "dirty": None}
+    if sha.returncode != 0:
+        return {"sha": None, "dirty": None}
+    return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict:
+    import open_clip
+
+    return {"bench": __version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
+            "python": platform.python_version(), "numpy": np.__version__}

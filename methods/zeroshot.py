@@ -1,0 +1,32 @@
+"""Zero-shot CLIP (Radford et al. 2021): classify by cosine similarity to the embedding of one prompt
+per class, with the per-dataset template of the CoOp protocol. Nothing is trained."""
+
+from dataclasses import dataclass, field
+
+from bench.method import Fitted, Method
+from bench.registry import register_method
+
+
+@dataclass(frozen=True)
+class ZeroShotParams:
+    templates: tuple = field(default=(), metadata={"help": "prompt templates to average; empty = the dataset card's"})
+
+
+@register_method
+class ZeroShot(Method):
+    name = "zeroshot"
+    version = 1
+    inputs = "features"
+    Params = ZeroShotParams
+
+    def fit(self, task, params: ZeroShotParams) -> Fitted:
+        templates = params.templates or task.templates
+        text = task.text_features(templates)
+        scale = task.logit_scale
+
+        def predict(image_features):
+            import torch.nn.functional as F
+
+            return scale * F.normalize(image_features.float(), dim=-1) @ text.t()
+
+        return Fitted(predict=predict, config={"templates": list(templates)})

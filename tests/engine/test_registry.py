@@ -1,0 +1,78 @@
+from dataclasses import dataclass
+
+import pytest
+
+from bench.errors import BenchError
+from bench.method import Fitted, Method, build_params
+from bench.registry import METHODS, Registry
+
+EXPECTED = {"zeroshot"}
+
+
+def test_methods_folder_is_discovered():
+    assert EXPECTED <= set(METHODS.names())
+    assert METHODS.origin("zeroshot") == "methods.zeroshot"
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(BenchError, match="did you mean 'zeroshot'"):
+        METHODS.get("zero_shot")
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_honours_the_contract(name):
+    cls = METHODS.get(name)
+    assert cls.name == name and isinstance(cls.version, int) and cls.inputs in ("features", "images")
+    params = build_params(cls, {})  # every parameter has a default
+    assert params == cls.Params()
+    with pytest.raises(Exception):  # hyperparameters are frozen: a run cannot mutate them
+        setattr(params, next(iter(params.__dataclass_fields__), "x"), None)
+
+
+@dataclass(frozen=True)
+class P:
+    lr: float = 0.1
+    steps: int = 2
+    flag: bool = False
+
+
+class Plugin(Method):
+    name, version, inputs, Params = "plugin", 3, "features", P
+
+    def fit(self, task, params):
+        return Fitted(predict=lambda x: x)
+
+
+def test_register_twice_and_broken_contract():
+    registry = Registry("method")
+    registry._discovered = True
+    registry.register(Plugin)
+    registry.register(Plugin)  # the same class again is harmless (module re-import)
+    clash = type("Clash", (Plugin,), {})
+    with pytest.raises(BenchError, match="registered twice"):
+        registry.register(clash)
+    broken = type("Broken", (Plugin,), {"name": "broken", "inputs": "pixels"})
+    with pytest.raises(BenchError, match="inputs"):
+        registry.register(broken)
+
+
+def test_entry_point_plugins_are_registered(monkeypatch):
+    import bench.registry as reg
+
+    class FakeEntryPoint:
+        name = "plugin"
+
+        def load(self):
+            return Plugin
+
+    monkeypatch.setattr(reg, "entry_points", lambda group: [FakeEntryPoint()] if group == "bench.methods" else [])
+    registry = Registry("method")
+    assert "plugin" in registry.names() and "zeroshot" in registry.names()
+
+
+def test_params_are_type_checked():
+    assert build_params(Plugin, {"lr": 1}).lr == 1.0  # an int is a fine float
+    with pytest.raises(BenchError, match="'steps' must be int"):
+        build_params(Plugin, {"steps": "many"})
+    with pytest.raises(BenchError, match="'flag' must be bool"):
+        build_params(Plugin, {"flag": 1})
