@@ -83,8 +83,8 @@ def _missing_weights_message(spec: BackboneSpec) -> str:
 
 
 def uses_quick_gelu(model: torch.nn.Module) -> bool:
-    """True when the image tower's MLP activations are QuickGELU (checked on the modules, not the name)."""
-    acts = [m for m in model.visual.modules() if type(m).__name__ in ("QuickGELU", "GELU")]
+    """True when every transformer MLP activation is QuickGELU (checked on the modules, not the name)."""
+    acts = [m for m in model.modules() if type(m).__name__ in ("QuickGELU", "GELU")]
     return bool(acts) and all(type(m).__name__ == "QuickGELU" for m in acts)
 
 

@@ -70,15 +70,42 @@ def run(
     seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 1,2,3"),
     backbone: Optional[str] = typer.Option(None, help="a backbone name from the tasks file's [backbones]"),
     force: bool = typer.Option(False, "--force", help="rerun jobs that already have an ok record"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="run only jobs whose latest record failed"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the jobs that would run, run nothing"),
-    device: Optional[str] = typer.Option(None, help="torch device for the inline executor (default: cuda if available)"),
+    executor: str = typer.Option("local", "--executor", "-x", help="local | inline | ray | slurm"),
+    gpus: Optional[str] = typer.Option(None, help="local: GPU ids to use, e.g. 0,1 (default: all visible)"),
+    jobs_per_gpu: Optional[int] = typer.Option(None, help="workers sharing one GPU (CPU-only: number of workers)"),
+    device: Optional[str] = typer.Option(None, help="cpu to force CPU; inline: any torch device"),
+    chunk_size: Optional[int] = typer.Option(None, help="ray/slurm: at most this many jobs per task"),
+    ray_address: Optional[str] = typer.Option(None, help="ray: cluster address (default: start a local one)"),
+    slurm_partition: Optional[str] = typer.Option(None, help="slurm: partition"),
+    slurm_timeout_min: Optional[int] = typer.Option(None, help="slurm: time limit per array task, minutes"),
+    slurm_gpus: Optional[int] = typer.Option(None, help="slurm: GPUs per array task"),
+    runner: Optional[str] = typer.Option(None, hidden=True, help="module providing Workspace/run_job (tests)"),
 ):
     """Expand the grid into jobs and run the unfinished ones; every job leaves one result record."""
     from bench.commands import run_command
 
-    cfg = load_config(tasks)
-    run_command(cfg, suite, backbone, csv_list(methods), csv_list(datasets), csv_list(shots, int, "shots"),
-                csv_list(seeds, int, "seeds"), force, dry_run, device, console)
+    options = {"gpus": csv_list(gpus), "jobs_per_gpu": jobs_per_gpu, "device": device, "chunk_size": chunk_size,
+               "ray_address": ray_address, "slurm_partition": slurm_partition,
+               "slurm_timeout_min": slurm_timeout_min, "slurm_gpus": slurm_gpus, "runner": runner}
+    run_command(load_config(tasks), console, suite=suite, backbone=backbone, methods=csv_list(methods),
+                datasets=csv_list(datasets), shots=csv_list(shots, int, "shots"), seeds=csv_list(seeds, int, "seeds"),
+                force=force, retry_failed=retry_failed, dry_run=dry_run, executor=executor, executor_options=options)
+
+
+@app.command()
+@user_errors
+def status(
+    suite: Optional[str] = SuiteOpt,
+    tasks: Optional[Path] = TasksOpt,
+    methods: Optional[str] = typer.Option(None, help="comma-separated methods (default: the suite's)"),
+    backbone: Optional[str] = typer.Option(None, help="a backbone name from the tasks file's [backbones]"),
+):
+    """Done / failed / running / pending jobs per method × dataset, from the records and lock files."""
+    from bench.commands import status_command
+
+    status_command(load_config(tasks), console, suite=suite, backbone=backbone, methods=csv_list(methods))
 
 
 @app.command()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from bench.config import Config
@@ -21,49 +20,64 @@ def select_suite(cfg: Config, suite_name, backbone_name):
     return suite
 
 
-def run_command(cfg, suite_name, backbone, methods, datasets, shots, seeds, force, dry_run, device, console: Console):
+def run_command(cfg, console: Console, *, suite=None, backbone=None, methods=None, datasets=None, shots=None,
+                seeds=None, force=False, retry_failed=False, dry_run=False, executor="local",
+                executor_options: dict | None = None):
+    from bench.executors import make_executor
     from bench.jobs import expand
-    from bench.scheduler import pending_jobs, preflight, run_inline
+    from bench.scheduler import pending_jobs, preflight, run_mode
 
-    suite = select_suite(cfg, suite_name, backbone)
-    jobs = expand(suite, methods, datasets, shots, seeds)
-    todo = pending_jobs(suite, jobs, force)
-    console.print(f"suite [bold]{suite.name}[/]: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, "
-                  f"{len(todo)} to run → {suite.results_dir}")
+    chosen = select_suite(cfg, suite, backbone)
+    mode = run_mode(force, retry_failed)
+    jobs = expand(chosen, methods, datasets, shots, seeds)
+    todo = pending_jobs(chosen, jobs, force, retry_failed)
+    backend = make_executor(executor, **(executor_options or {}))
+    counts = (f"{len(todo)} failed to retry, {len(jobs) - len(todo)} others left alone" if mode == "retry_failed"
+              else f"{len(jobs) - len(todo)} already done, {len(todo)} to run")
+    console.print(f"suite [bold]{chosen.name}[/]: {len(jobs)} jobs, {counts} → {chosen.results_dir}\n"
+                  f"  executor: {backend.describe()}")
     if dry_run:
         for job in todo:
             console.print(f"  {job.id}  {job.label}")
         return
     if not todo:
         return
-    preflight(suite, todo)
-    failed = _run_with_progress(suite, todo, device, console)
-    console.print(f"done: {len(todo) - len(failed)} ok, {len(failed)} failed")
-    for record in failed:
+    preflight(chosen, todo, (executor_options or {}).get("runner") or "bench.runner")
+    result = _run_with_progress(chosen, todo, backend, mode, console)
+    console.print(f"done: {len(result.ok)} ok, {len(result.failed)} failed"
+                  + (f", {len(result.not_run)} not run here (see `bench status`)" if result.not_run else "")
+                  + f"; per-job logs in {chosen.results_dir / 'logs'}")
+    for record in result.failed:
         console.print(f"  [red]failed[/] {record['method']}/{record['dataset']}/{record['shots']}shot/"
                       f"seed{record['seed']}: {record['error']}", highlight=False)
-    if failed:
+    if result.failed:
+        console.print("rerun only the failed ones with --retry-failed")
         raise SystemExit(1)
 
 
-def _run_with_progress(suite, jobs, device, console):
-    from bench.scheduler import run_inline
+def _run_with_progress(suite, jobs, executor, mode, console):
+    """The live view while the executor works. Ctrl-C: the executor stops its workers (no record
+    for the interrupted jobs) and KeyboardInterrupt reaches the CLI, which says how to resume."""
+    from bench.scheduler import execute
+    from bench.status import LiveView
 
-    failed = []
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task("jobs", total=len(jobs))
+    with LiveView(console, total=len(jobs)) as view:
+        return execute(suite, jobs, executor, view, mode)
 
-        def on_done(record):
-            if record["status"] != "ok":
-                failed.append(record)
-            top1 = record["metrics"].get("top1")
-            progress.update(bar, advance=1, description=f"{record['method']}/{record['dataset']}"
-                            + (f" {top1:.1f}%" if top1 is not None else " failed"))
 
-        run_inline(suite, jobs, on_done=on_done, device=device)
-    return failed
+def status_command(cfg, console: Console, *, suite=None, backbone=None, methods=None):
+    from bench.jobs import expand
+    from bench.status import status_table
+
+    chosen = select_suite(cfg, suite, backbone)
+    jobs = expand(chosen, methods)
+    table, totals, running = status_table(chosen.results_dir, jobs)
+    console.print(table)
+    console.print(f"{len(jobs)} jobs: " + ", ".join(f"{totals[s]} {s}" for s in ("done", "failed", "running",
+                                                                                  "pending")), highlight=False)
+    for info in running:
+        console.print(f"  running {info.get('label') or info.get('job_id')} on {info.get('host')}:"
+                      f"{info.get('where')} (pid {info.get('pid')}, since {info.get('started')})", highlight=False)
 
 
 def list_command(what: str, tasks, console: Console):

@@ -1,38 +1,83 @@
 """Frozen-feature cache: image embeddings computed once and shared by every method, shot and seed.
 
 A cached tensor is keyed by everything that changes it (backbone weights digest, dataset + split digest,
-item-list digest, transform id, augmented view, feature layer, dtype). Files are safetensors written
-atomically, with the full key in their metadata; a file whose key or shape does not match is rebuilt,
-never reused. Augmented views derive their randomness from (seed, epoch, item index), so a cached view
-is exactly the view an on-the-fly run would see: the cache changes cost, not results."""
+item-list digest, transform id, augmented view, feature layer, stored dtype, device kind). Files are
+safetensors written atomically, with the full key and a sha256 of the payload in their metadata; a file
+whose key, shape or checksum does not match is rebuilt, never reused. Augmented views derive their
+randomness from (seed, epoch, item index), so a cached view is exactly the view an on-the-fly run would
+see: the cache changes cost, not results.
+
+Layout: $BENCH_CACHE/features/<backbone digest[:16]>/<dataset>/<split>-<tag>-<key hash>.safetensors,
+plus backbone.json (what the digest is) per backbone folder for `bench cache info`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from pathlib import Path
+import time
+from pathlib import Path, PurePath
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
+from bench.data.images import load_image
+from bench.data.transforms import test_transform, train_transform
 from bench.results import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 FEATURE_LAYER = "image_embedding"  # encode_image output: after the projection, not normalised
+FORMAT = 2  # bump when the file layout or the key changes
+ENCODE_BATCH = 256
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("BENCH_CACHE", "~/.cache/bench")).expanduser()
+    return Path(os.environ.get("BENCH_CACHE") or "~/.cache/bench").expanduser()
 
 
-def items_digest(items) -> str:
+def features_root() -> Path:
+    return cache_root() / "features"
+
+
+def items_digest(items, image_root: str = "") -> str:
+    """Order matters (a view's randomness uses the item's position), so the list is hashed in order.
+    Paths are taken relative to the image root so the digest is the same on every machine."""
     digest = hashlib.sha256()
     for item in items:
-        digest.update(f"{Path(item.path).name}\t{item.label}\n".encode())
+        path = os.path.relpath(item.path, image_root) if image_root else item.path
+        digest.update(f"{PurePath(path).as_posix()}\t{item.label}\n".encode())
     return digest.hexdigest()
+
+
+class _Plain(torch.utils.data.Dataset):
+    def __init__(self, items, transform):
+        self.items, self.transform = items, transform
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.transform(load_image(self.items[i].path))
+
+
+class _Views(torch.utils.data.Dataset):
+    """Item i → its augmented views for every requested epoch, stacked [E, 3, H, W]. The JPEG is
+    decoded once and each deterministic view is cut from the decoded image (transforms never mutate
+    their input, so this equals decoding from disk for every view)."""
+
+    def __init__(self, items, transform, seed, epochs):
+        self.items, self.transform, self.seed, self.epochs = items, transform, seed, list(epochs)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        image = load_image(self.items[i].path)
+        return torch.stack([self.transform(image, self.seed, e, i) for e in self.epochs])
 
 
 class FeatureStore:
@@ -41,10 +86,11 @@ class FeatureStore:
     def __init__(self, backbone, splits, device, precision="amp", workers=0, root=None, enabled=True):
         self.backbone, self.splits, self.device = backbone, splits, torch.device(device)
         self.precision, self.workers, self.enabled = precision, workers, enabled
-        self.root = Path(root) if root else cache_root() / "features"
-        self._memory: dict[str, tuple] = {}
-        self.stats = {"computed": 0, "disk_hits": 0, "memory_hits": 0}
+        self.root = Path(root) if root else features_root()
+        self._memory: dict[str, tuple] = {}  # plain (non-augmented) features only: views are per task
+        self.stats = {"computed": 0, "disk_hits": 0, "memory_hits": 0, "images_encoded": 0, "encode_s": 0.0}
 
+    # ---------------------------------------------------------------- public API
     def test(self):
         return self.encode("test", self.splits.test)
 
@@ -55,85 +101,186 @@ class FeatureStore:
         """Plain (test-transform) features when epoch is None, else augmented view (seed, epoch)."""
         if epoch is None:
             return self.encode("fewshot_train", fewshot.train)
-        return self.encode("fewshot_train", fewshot.train, view=(seed, epoch), scale=tuple(scale))
+        return self.train_views(fewshot, seed, [epoch], scale)[0]
+
+    def train_views(self, fewshot, seed: int, epochs, scale=(0.08, 1.0)) -> list[tuple]:
+        """[(features [N, D] fp32 CPU, labels)] for each epoch in `epochs` (an int = range(epochs)).
+        Missing views are encoded together in one batched pass (each image decoded once)."""
+        epochs = list(range(epochs)) if isinstance(epochs, int) else [int(e) for e in epochs]
+        items, scale = fewshot.train, (float(scale[0]), float(scale[1]))
+        keys = {e: self._key("fewshot_train", items, (seed, e), scale) for e in epochs}
+        found = {e: self._read(keys[e]) for e in epochs} if self.enabled else {}
+        missing = [e for e in epochs if found.get(e) is None]
+        self.stats["disk_hits"] += len(epochs) - len(missing)
+        if missing:
+            labels = torch.tensor([it.label for it in items], dtype=torch.long)
+            feats = self._compute_views(items, seed, missing, scale)
+            for j, e in enumerate(missing):
+                found[e] = (feats[j], labels)
+                self._write(keys[e], found[e])
+            self.stats["computed"] += len(missing)
+        return [(found[e][0].float(), found[e][1]) for e in epochs]
 
     def encode(self, split: str, items, view=None, scale=(0.08, 1.0)):
         """(features [N, D] fp32 on CPU, labels [N] int64) for `items`, from cache when possible."""
-        key = self._key(split, items, view, scale)
-        name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-        if name in self._memory:
+        if view is not None:
+            raise ValueError("augmented views go through train_views()")
+        key = self._key(split, items, None, scale)
+        name = _key_hash(key)
+        if name in self._memory:  # a copy: a method that edits its input must not edit the cache
             self.stats["memory_hits"] += 1
-            return self._memory[name]
-        path = self.root / self.backbone.digest[:16] / self.splits.name / f"{name}.safetensors"
-        result = self._read(path, key, len(items)) if self.enabled else None
+            return tuple(t.clone() for t in self._memory[name])
+        result = self._read(key) if self.enabled else None
         if result is None:
-            result = self._compute(items, view, scale)
+            labels = torch.tensor([it.label for it in items], dtype=torch.long)
+            result = (self._compute_plain(items), labels)
             self.stats["computed"] += 1
-            if self.enabled:
-                blob = save({"features": result[0], "labels": result[1]}, metadata={"key": json.dumps(key)})
-                atomic_write_bytes(path, blob)
+            self._write(key, result)
         else:
             self.stats["disk_hits"] += 1
+        result = (result[0].float(), result[1])
         if self.enabled:
-            self._memory[name] = result
+            self._memory[name] = tuple(t.clone() for t in result)
         return result
 
+    # ---------------------------------------------------------------- keys and files
     def _key(self, split, items, view, scale) -> dict:
         b = self.backbone
-        transform = {"size": b.image_size, "mean": list(b.mean), "std": list(b.std)}
-        if view is not None:
-            transform.update(kind="train_rrc_flip", scale=list(scale), seed=view[0], epoch=view[1])
+        if view is None:
+            tid = test_transform(b.image_size, mean=b.mean, std=b.std).transform_id
         else:
-            transform["kind"] = "test_resize_centercrop"
-        return {"backbone": b.digest, "dataset": self.splits.name, "split_digest": self.splits.split_digest,
-                "split": split, "items": items_digest(items), "transform": transform,
-                "layer": FEATURE_LAYER, "dtype": "float32", "amp": self._amp_dtype()}
+            tid = train_transform(b.image_size, scale=scale, mean=b.mean, std=b.std).transform_id
+        return {"format": FORMAT, "backbone": b.digest, "dataset": self.splits.name,
+                "split_digest": self.splits.split_digest, "split": split, "count": len(items),
+                "items": items_digest(items, self.splits.image_root), "transform": tid,
+                "view": list(view) if view is not None else None, "layer": FEATURE_LAYER,
+                "dtype": str(self._store_dtype()).removeprefix("torch."), "device": self.device.type}
 
-    def _read(self, path: Path, key: dict, count: int):
+    def _path(self, key: dict) -> Path:
+        tag = "plain" if key["view"] is None else f"s{key['view'][0]}-e{key['view'][1]:04d}"
+        folder = self.root / self.backbone.digest[:16] / self.splits.name
+        return folder / f"{key['split']}-{tag}-{_key_hash(key)}.safetensors"
+
+    def _read(self, key: dict):
+        path = self._path(key)
         if not path.exists():
             return None
         try:
             tensors = load_file(str(path))
-            from safetensors import safe_open
-
             with safe_open(str(path), "pt") as handle:
-                stored_key = json.loads(handle.metadata().get("key", "null"))
-        except (SafetensorsError, OSError, ValueError, json.JSONDecodeError) as exc:
+                meta = handle.metadata() or {}
+            stored_key = json.loads(meta.get("key", "null"))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             log.warning("feature cache file %s is corrupt (%s); rebuilding", path, exc)
             return None
         feats, labels = tensors.get("features"), tensors.get("labels")
-        if stored_key != key or feats is None or labels is None or len(feats) != count or len(labels) != count:
-            log.warning("feature cache file %s is stale; rebuilding", path)
+        ok = stored_key == key and feats is not None and labels is not None \
+            and len(feats) == key["count"] == len(labels) and meta.get("sha256") == _payload_sha(feats, labels)
+        if not ok:
+            log.warning("feature cache file %s is stale or damaged; rebuilding", path)
             return None
         return feats, labels
 
-    def _amp_dtype(self) -> str:
-        return "float16" if self.precision == "amp" and self.device.type == "cuda" else "none"
+    def _write(self, key: dict, result: tuple) -> None:
+        if not self.enabled:
+            return
+        feats, labels = result[0].contiguous(), result[1].contiguous()
+        meta = {"key": json.dumps(key, sort_keys=True), "sha256": _payload_sha(feats, labels)}
+        atomic_write_bytes(self._path(key), save({"features": feats, "labels": labels}, metadata=meta))
+        self._describe_backbone()
 
-    @torch.no_grad()
-    def _compute(self, items, view, scale):
-        from bench.task import ImageItems
-        from bench.data.transforms import test_transform, train_transform
+    def _describe_backbone(self) -> None:
+        path = self.root / self.backbone.digest[:16] / "backbone.json"
+        if not path.exists():
+            info = self.backbone.describe() if hasattr(self.backbone, "describe") else {}
+            atomic_write_bytes(path, json.dumps({"digest": self.backbone.digest, **info}, default=str).encode())
 
-        b = self.backbone
-        if view is None:
-            data = ImageItems(items, test_transform(b.image_size, mean=b.mean, std=b.std))
-        else:
-            transform = train_transform(b.image_size, scale=scale, mean=b.mean, std=b.std)
-            data = ImageItems(items, transform, augment=True, seed=view[0], epoch=view[1])
-        loader = torch.utils.data.DataLoader(data, batch_size=256, num_workers=self.workers,
-                                             pin_memory=self.device.type == "cuda")
-        feats, labels = [], []
-        for images, batch_labels, _ in loader:
-            with self._autocast():
-                feats.append(b.model.encode_image(images.to(self.device, non_blocking=True)).float().cpu())
-            labels.append(batch_labels)
-        dim = b.model.visual.output_dim
-        return (torch.cat(feats) if feats else torch.empty(0, dim)), (torch.cat(labels) if labels else torch.empty(0, dtype=torch.long))
+    # ---------------------------------------------------------------- encoding
+    def _store_dtype(self) -> torch.dtype:
+        """Under AMP the encoder emits fp16: storing fp16 is lossless and halves the cache."""
+        return torch.float16 if self.precision == "amp" and self.device.type == "cuda" else torch.float32
 
     def _autocast(self):
-        import contextlib
-
-        if self._amp_dtype() == "float16":
+        if self._store_dtype() == torch.float16:
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
+
+    def _loader(self, data, batch_size):
+        return torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=self.workers,
+                                           pin_memory=self.device.type == "cuda")
+
+    @torch.no_grad()
+    def _run(self, images: torch.Tensor) -> torch.Tensor:
+        started = time.perf_counter()
+        out = []
+        for chunk in images.split(ENCODE_BATCH):
+            with self._autocast():
+                feats = self.backbone.model.encode_image(chunk.to(self.device, non_blocking=True))
+            out.append(feats.to(self._store_dtype()).cpu())
+        self.stats["images_encoded"] += len(images)
+        self.stats["encode_s"] += time.perf_counter() - started
+        return torch.cat(out)
+
+    def _compute_plain(self, items) -> torch.Tensor:
+        b = self.backbone
+        data = _Plain(items, test_transform(b.image_size, mean=b.mean, std=b.std))
+        feats = [self._run(images) for images in self._loader(data, ENCODE_BATCH)]
+        return torch.cat(feats) if feats else torch.empty(0, b.model.visual.output_dim, dtype=self._store_dtype())
+
+    def _compute_views(self, items, seed, epochs, scale) -> torch.Tensor:
+        """[E, N, D] for the given epochs: batches hold whole items × all epochs (one decode each)."""
+        b = self.backbone
+        transform = train_transform(b.image_size, scale=scale, mean=b.mean, std=b.std)
+        out = torch.empty(len(epochs), len(items), b.model.visual.output_dim, dtype=self._store_dtype())
+        start = 0
+        for views in self._loader(_Views(items, transform, seed, epochs), max(1, ENCODE_BATCH // len(epochs))):
+            n = len(views)  # views: [n items, E, 3, H, W]
+            feats = self._run(views.flatten(0, 1)).view(n, len(epochs), -1)
+            out[:, start:start + n] = feats.transpose(0, 1)
+            start += n
+        return out
+
+
+def _key_hash(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _payload_sha(feats: torch.Tensor, labels: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for t in (feats, labels):
+        digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- maintenance (`bench cache ...`)
+def cache_summary(root: Path | None = None) -> list[dict]:
+    """One row per (backbone, dataset) folder: files and bytes. Backbone names come from backbone.json."""
+    root = Path(root) if root else features_root()
+    rows = []
+    for bdir in sorted(p for p in root.glob("*") if p.is_dir()):
+        try:
+            info = json.loads((bdir / "backbone.json").read_text())
+        except (OSError, ValueError):
+            info = {}
+        name = info.get("name") or info.get("model") or "?"
+        for ddir in sorted(p for p in bdir.iterdir() if p.is_dir()):
+            files = [f for f in ddir.iterdir() if f.is_file()]
+            rows.append({"backbone": name, "digest": bdir.name, "dataset": ddir.name, "files": len(files),
+                         "bytes": sum(f.stat().st_size for f in files)})
+    return rows
+
+
+def clear_cache(root: Path | None = None, dataset: str | None = None) -> tuple[int, int]:
+    """Delete cached features (of one dataset, or all). Returns (files, bytes) removed."""
+    root = Path(root) if root else features_root()
+    files = bytes_ = 0
+    for bdir in (p for p in root.glob("*") if p.is_dir()):
+        for ddir in (p for p in bdir.iterdir() if p.is_dir() and dataset in (None, p.name)):
+            for f in ddir.iterdir():
+                if f.is_file():
+                    bytes_ += f.stat().st_size
+                    f.unlink()
+                    files += 1
+            with contextlib.suppress(OSError):
+                ddir.rmdir()
+    return files, bytes_

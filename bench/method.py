@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
-import torch
+if TYPE_CHECKING:  # workers unpickle Jobs without paying for a torch import
+    import torch
 
 from bench.errors import BenchError, did_you_mean
 

@@ -51,11 +51,19 @@ class Registry:
     def discover(self) -> None:
         if self._discovered:
             return
-        self._discovered = True
         import methods  # the project's own method files, one module each
 
         for info in pkgutil.iter_modules(methods.__path__):
-            self._register_module(importlib.import_module(f"methods.{info.name}"))
+            try:
+                module = importlib.import_module(f"methods.{info.name}")
+            except Exception as exc:  # a broken method file is a bug: say which, never half-register
+                raise BenchError(f"methods/{info.name}.py failed to import: {type(exc).__name__}: {exc}") from exc
+            self._register_module(module)
+        from bench.executors.plugins import plugin_modules
+
+        for module in plugin_modules():  # $BENCH_PLUGINS=mod1,mod2 (e.g. for worker subprocesses)
+            self._register_module(module)
+        self._discovered = True
         for ep in entry_points(group="bench.methods"):
             try:
                 loaded = ep.load()

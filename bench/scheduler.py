@@ -1,31 +1,54 @@
-"""Executors that run a grid of jobs. `inline` runs them in this process, grouped by dataset so the
-backbone and feature caches stay warm."""
+"""From a list of jobs to records: pick the pending ones, check the data, hand them to an executor
+(bench.executors), and read back what happened.
+
+Resume policy (records are the truth): by default a job runs unless its latest record is ok, so a
+rerun executes pending AND failed jobs; --retry-failed runs only jobs whose latest record failed;
+--force runs everything again (a new record; the newest wins in reports)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
-from itertools import groupby
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 from bench.config import Suite
-from bench.data import load_card
-from bench.jobs import Job
-from bench.results import finished_ids
-from bench.runner import Workspace, run_job
+from bench.executors import DEFAULT_RUNNER, Executor, Gate, Listener
+from bench.results import latest_per_job, now_iso, read_records
+
+if TYPE_CHECKING:  # bench.jobs imports torch (via bench.method); a driver does not need it
+    from bench.jobs import Job
 
 log = logging.getLogger(__name__)
 
 
-def pending_jobs(suite: Suite, jobs: list[Job], force: bool = False) -> list[Job]:
-    """Resume is the default: jobs whose latest record is ok are skipped unless forced."""
-    if force:
+def run_mode(force: bool = False, retry_failed: bool = False) -> str:
+    if force and retry_failed:
+        from bench.errors import BenchError
+
+        raise BenchError("--force and --retry-failed contradict each other; pick one")
+    return "force" if force else "retry_failed" if retry_failed else "resume"
+
+
+def pending_jobs(suite: Suite, jobs: list[Job], force: bool = False, retry_failed: bool = False) -> list[Job]:
+    """The jobs a run would execute (see the module docstring for the policy)."""
+    mode = run_mode(force, retry_failed)
+    if mode == "force":
         return list(jobs)
-    done = finished_ids(suite.results_dir)
-    return [job for job in jobs if job.id not in done]
+    latest = latest_per_job(read_records(suite.results_dir))
+    if mode == "retry_failed":
+        return [job for job in jobs if job.id in latest and latest[job.id]["status"] == "failed"]
+    return [job for job in jobs if job.id not in latest or latest[job.id]["status"] != "ok"]
 
 
-def preflight(suite: Suite, jobs: list[Job]) -> None:
-    """Fail fast, before any job starts, when a dataset is unusable (the doctor's message)."""
+def preflight(suite: Suite, jobs: list[Job], runner: str = DEFAULT_RUNNER) -> None:
+    """Fail fast, before any job starts, when a dataset is unusable (the doctor's message). A runner
+    module may bring its own `preflight(suite, jobs)` (the scheduler tests' fake runner does)."""
+    custom = getattr(importlib.import_module(runner), "preflight", None) if runner != DEFAULT_RUNNER else None
+    if custom is not None:
+        custom(suite, jobs)
+        return
+    from bench.data import load_card
     from bench.data.doctor import ensure_usable
 
     for name in sorted({job.dataset for job in jobs}):
@@ -38,17 +61,49 @@ def preflight(suite: Suite, jobs: list[Job]) -> None:
 
 
 def by_dataset(jobs: list[Job]) -> list[Job]:
-    return sorted(jobs, key=lambda j: (j.dataset, j.method, j.shots, j.seed))
+    return sorted(jobs, key=lambda j: (str(j.backbone), j.dataset, j.method, j.shots, j.seed))
+
+
+@dataclass
+class Outcome:
+    ok: list = field(default_factory=list)  # records created during the run
+    failed: list = field(default_factory=list)
+    not_run: list = field(default_factory=list)  # jobs: interrupted, lost, or still running elsewhere
+
+
+def outcome(suite: Suite, jobs: list[Job], since: str) -> Outcome:
+    from bench.executors.base import latest_record
+
+    result = Outcome()
+    for job in jobs:
+        record = latest_record(suite.results_dir, job)
+        if record is None or record["created_at"] < since:
+            result.not_run.append(job)
+        else:
+            (result.ok if record["status"] == "ok" else result.failed).append(record)
+    return result
+
+
+def execute(suite: Suite, jobs: list[Job], executor: Executor, listener: Listener | None = None,
+            mode: str = "resume") -> Outcome:
+    """Run `jobs` (the pending ones) on `executor`; KeyboardInterrupt propagates after a clean stop."""
+    since = now_iso()
+    executor.run(suite, by_dataset(jobs), Gate(suite.results_dir, mode, since), listener or Listener())
+    return outcome(suite, jobs, since)
 
 
 def run_inline(suite: Suite, jobs: list[Job], on_done: Callable[[dict], None] | None = None,
-               device=None, feature_cache: bool = True) -> list[dict]:
-    workspace = Workspace(suite, device=device, feature_cache=feature_cache)
+               device=None, feature_cache: bool = True, runner: str = DEFAULT_RUNNER) -> list[dict]:
+    """Run jobs in this process and return their records (tests and notebooks)."""
+    from bench.executors.inline import InlineExecutor
+
     records = []
-    for _, group in groupby(by_dataset(jobs), key=lambda j: j.dataset):
-        for job in group:
-            record = run_job(job, workspace)
-            records.append(record)
-            if on_done:
-                on_done(record)
+
+    def keep(record):
+        records.append(record)
+        if on_done:
+            on_done(record)
+
+    inline = InlineExecutor(device=device, feature_cache=feature_cache, runner=runner)
+    inline.run(suite, by_dataset(jobs), None, Listener(), on_record=keep)
     return records

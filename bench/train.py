@@ -1,9 +1,12 @@
-"""Shared training pieces: optimisers and the CoOp-style schedule (a constant warm-up epoch inside the
-epoch budget, then cosine annealing stepped once per epoch)."""
+"""Shared training pieces: optimisers, the CoOp-style schedule (a constant warm-up epoch inside the
+epoch budget, then cosine annealing stepped once per epoch), the AMP policy, mini-batch order, and the
+loop that trains a small head or prompt on cached augmented views (CoOp's image side, CLIP-Adapter)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Callable, Sequence
 
 import torch
 
@@ -28,3 +31,69 @@ def cosine_lr(epoch: int, epochs: int, base_lr: float) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def coop_epochs(shots: int, dataset: str, imagenet_epochs: int = 50) -> int:
+    """CoOp's budget: 1 shot 50 epochs, 2/4 shots 100, 8/16 shots 200; ImageNet a fixed count."""
+    if dataset == "imagenet":
+        return imagenet_epochs
+    return 50 if shots <= 1 else 100 if shots <= 4 else 200
+
+
+# ---------------------------------------------------------------- precision
+def use_fp16(device, precision: str) -> bool:
+    """AMP means fp16 autocast on CUDA (as CoOp's fp16 runs); CPU always runs fp32."""
+    return precision == "amp" and torch.device(device).type == "cuda"
+
+
+def autocast(device, precision: str):
+    return torch.autocast("cuda", dtype=torch.float16) if use_fp16(device, precision) else contextlib.nullcontext()
+
+
+def grad_scaler(device, precision: str) -> torch.amp.GradScaler:
+    """Loss scaling keeps small fp16 gradients (prompt vectors get ~1e-4) from flushing to zero."""
+    return torch.amp.GradScaler("cuda", enabled=use_fp16(device, precision))
+
+
+# ---------------------------------------------------------------- the loop
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled epoch as index batches. Like Dassl, the last partial batch is dropped only when the
+    train set holds at least one full batch (a 1-shot set smaller than the batch still trains)."""
+    order = torch.randperm(n, generator=generator)
+    batches = list(order.split(batch_size))
+    if n >= batch_size and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+def train_on_views(views: Sequence, loss_fn: Callable, params: list, *, epochs: int, lr: float,
+                   batch_size: int, generator: torch.Generator, device, precision: str = "fp32",
+                   momentum: float = 0.9, weight_decay: float = 5e-4, warmup_epochs: int = 1,
+                   warmup_lr: float = 1e-5) -> list[float]:
+    """SGD with CoOp's schedule; epoch e trains on `views[e]` = (features [N, D], labels [N]).
+    `loss_fn(features, labels)` returns the mini-batch loss. Returns the mean loss of every epoch."""
+    device = torch.device(device)
+    opt = sgd(params, lr, momentum, weight_decay)
+    scaler = grad_scaler(device, precision)
+    losses = []
+    for epoch in range(epochs):
+        set_lr(opt, coop_lr(epoch, epochs, lr, warmup_epochs, warmup_lr))
+        feats, labels = (t.to(device, non_blocking=True) for t in views[epoch])
+        total, steps = torch.zeros((), device=device), 0
+        for idx in epoch_batches(len(labels), batch_size, generator):
+            idx = idx.to(device)
+            with autocast(device, precision):
+                loss = loss_fn(feats[idx], labels[idx])
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            total, steps = total + loss.detach().float(), steps + 1
+        losses.append(float(total) / max(steps, 1))  # one sync per epoch, not per step
+    return losses
+
+
+def peak_memory_bytes(device) -> int:
+    """Peak allocated accelerator memory since the last reset (0 on CPU)."""
+    device = torch.device(device)
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0

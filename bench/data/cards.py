@@ -147,7 +147,7 @@ def _check_table(table: dict, spec: dict[str, tuple[type, bool]], where: str, pr
             raise BenchError(f"{where}: unknown key '{prefix}{key}'{did_you_mean(key, spec)}")
         want = spec[key][0]
         if type(value) is not want:
-            raise BenchError(f"{where}: key '{prefix}{key}' must be a {_tname(want)}, "
+            raise BenchError(f"{where}: key '{prefix}{key}' must be {_tname(want)}, "
                              f"got {_tname(type(value))} {value!r}")
     for key, (_, required) in spec.items():
         if required and key not in table:
@@ -155,8 +155,8 @@ def _check_table(table: dict, spec: dict[str, tuple[type, bool]], where: str, pr
 
 
 def _tname(t: type) -> str:
-    return {str: "string", int: "integer", bool: "boolean", list: "list", dict: "table",
-            float: "float"}.get(t, t.__name__)
+    return {str: "a string", int: "an integer", bool: "a boolean", list: "a list",
+            dict: "a table", float: "a float", type(None): "nothing"}.get(t, t.__name__)
 
 
 def _templates(value: list, where: str) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.data.cards import DatasetCard, dataset_dir, image_dir
 from bench.data.readers import load_splits, missing_files, split_source_files
-from bench.data.transforms import load_image
+from bench.data.images import load_image
 from bench.errors import BenchError
 
 SEVERITY = {"ok": 0, "incomplete": 1, "corrupt": 2, "missing": 3}

@@ -7,6 +7,7 @@ disturbing) anyone else's use of the global RNG.
 
 from __future__ import annotations
 
+import copyreg
 import hashlib
 import io
 import json
@@ -67,9 +68,10 @@ def sample_fewshot(splits: DatasetSplits, shots: int, seed: int, draw_val: bool 
     train = [splits.train[i] for i in tr]
     val = [splits.val[i] for i in va]
     if len(train) < shots * splits.num_classes:
-        log.info("%s: %d-shot draw has %d train images (%d classes have fewer than %d)",
+        log.info("%s: %d-shot draw has %d train images: some of the %d classes have fewer than %d",
                  splits.name, shots, len(train), splits.num_classes, shots)
-    root = splits.image_root or os.path.commonpath([it.path for it in splits.train + splits.val])
+    paths = [it.path for it in splits.train + splits.val]
+    root = splits.image_root or (os.path.commonpath(paths) if paths else os.sep)
     return FewShot(train, val, fewshot_digest(train, val, root))
 
 
@@ -97,11 +99,11 @@ class _DatumOnly(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) == _DATUM:
             return _Datum
-        if (module, name) == ("copyreg", "_reconstructor"):  # protocol 0/1 encoding of objects
-            import copyreg
-
+        # Protocols 0/1 encode an object as copyreg._reconstructor(cls, object, None); older
+        # pickles spell the modules the Python 2 way (copy_reg, __builtin__).
+        if module in ("copyreg", "copy_reg") and name == "_reconstructor":
             return copyreg._reconstructor
-        if (module, name) == ("builtins", "object"):
+        if module in ("builtins", "__builtin__") and name == "object":
             return object
         raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
 

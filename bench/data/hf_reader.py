@@ -6,8 +6,8 @@ The card's `image_root` names either
 - a `save_to_disk` directory (has `state.json` or `dataset_dict.json`): loaded with
   `datasets.load_from_disk`; every split is searched, since CoOp's split decides train/val/test.
 
-Rows are matched to split entries by relative path: the longest path suffix that is unique, then
-the bare file name, then (file name, class folder) using the dataset's ClassLabel column. The split JSON decides
+Rows are matched to split entries by relative path (the stored path must end with it), or, for
+bare file names, by (file name, class folder) using the dataset's ClassLabel column. The split JSON decides
 the lists and their order, so split digest and few-shot draws (positions) equal those of the plain
 on-disk copy; the few-shot digest also matches when the copy keeps CoOp's folder layout. Arrow-embedded images are written once to `<dir>/.hf_images/`
 under their split-file path, so every Item is a real file like with the other readers.
@@ -61,23 +61,35 @@ def _walk_images(d: Path) -> list[str]:
 
 
 def _match(wanted: list[str], rows: list[tuple[str, str | None]], where: Path) -> dict[str, int]:
-    """Map each split-file path to a row index. rows = (path as the HF copy stores it, class name)."""
+    """Map each split-file path to a row index. rows = (path as the HF copy stores it, class name).
+
+    A row whose stored path has folders must end with the split path. A bare file name (what
+    Arrow-embedded images keep) matches by name; when the copy has a ClassLabel column whose names
+    include the split path's first folder, the class must agree too (file names repeat across
+    classes, e.g. Caltech101's image_0001.jpg).
+    """
     by_suffix: dict[str, list[int]] = {}
+    by_name: dict[str, list[int]] = {}
     for i, (p, _) in enumerate(rows):
         parts = PurePosixPath(p.replace("\\", "/")).parts
+        if len(parts) == 1:
+            by_name.setdefault(parts[0], []).append(i)
         for k in range(len(parts)):
             by_suffix.setdefault("/".join(parts[k:]), []).append(i)
+    labels = {c for _, c in rows if c is not None}
     found, missing = {}, []
     for rel in wanted:
-        hits = by_suffix.get(rel) or by_suffix.get(PurePosixPath(rel).name, [])
-        if len(hits) > 1:
+        hits = by_suffix.get(rel, [])
+        if not hits and len(PurePosixPath(rel).parts) > 1:
+            hits = by_name.get(PurePosixPath(rel).name, [])
             folder = PurePosixPath(rel).parts[0]
-            hits = [i for i in hits if rows[i][1] == folder] or hits
-        if len(hits) == 1:
-            found[rel] = hits[0]
-        elif hits:
+            if folder in labels:
+                hits = [i for i in hits if rows[i][1] == folder]
+        if len(hits) > 1:
             raise BenchError(f"{where}: '{rel}' matches {len(hits)} images (e.g. {rows[hits[0]][0]}); "
                              "keep the original folder structure so paths are unique")
+        if hits:
+            found[rel] = hits[0]
         else:
             missing.append(rel)
     if missing:

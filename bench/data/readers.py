@@ -8,6 +8,7 @@ names the file and says how to fix it.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 from pathlib import Path
@@ -25,9 +26,7 @@ def load_splits(card: DatasetCard, root: Path | str, check_files: bool = True) -
     root = Path(root)
     if card.synthetic:
         # Imported lazily: the generator module is optional and owned by the smoke-data code.
-        from bench.data import synthetic
-
-        synthetic.ensure_generated(card, root)
+        importlib.import_module("bench.data.synthetic").ensure_generated(card, root)
     if card.split_source == "hf":
         from bench.data.hf_reader import read_hf
 

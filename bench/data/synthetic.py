@@ -27,7 +27,7 @@ from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump when rendering changes: existing generated copies are then rebuilt
+GENERATOR_VERSION = 2  # bump when rendering changes: existing generated copies are then rebuilt
 MARKER = ".generated.json"  # written last; its presence (with matching params) means "complete"
 
 COLOURS = {
@@ -43,11 +43,14 @@ class Style:
     """How hard an image is: shape size (fraction of the image), background, fill, clutter, noise."""
 
     size: tuple = (0.45, 0.85)
+    spread: float = 1.0  # how far from the centre a shape may sit: 0 = centred, 1 = anywhere it fits
     backgrounds: tuple = ("plain",)  # plain | clutter | texture, one drawn per image
     fill: str = "solid"  # solid | texture (stripes, checks or dots in two colours)
     distractors: tuple = (0, 0)  # min, max number of small other shapes behind the main one
     noise: float = 0.0  # std of additive Gaussian pixel noise (0-255 scale)
     jitter: float = 20.0  # max per-channel colour offset of the main shape
+    hue_shift: float = 0.0  # degrees: rotates every hue of the finished image (like a camera's colour cast)
+    channels: str = "RGB"  # a permutation such as "BGR" swaps channels: false colour, as in satellite images
 
     @classmethod
     def from_table(cls, table: dict, where: str) -> "Style":
@@ -143,9 +146,10 @@ def _background(rng: random.Random, canvas: int, kind: str) -> Image.Image:
     return img
 
 
-def _place(rng: random.Random, canvas: int, lo: float, hi: float) -> tuple[float, float, float]:
+def _place(rng: random.Random, canvas: int, lo: float, hi: float, spread: float = 1.0) -> tuple:
     r = rng.uniform(lo, hi) * canvas / 2
-    return rng.uniform(r, canvas - r), rng.uniform(r, canvas - r), r
+    slack = spread * (canvas / 2 - r)
+    return canvas / 2 + rng.uniform(-slack, slack), canvas / 2 + rng.uniform(-slack, slack), r
 
 
 def _angle(rng: random.Random, shape: str) -> float:
@@ -165,7 +169,7 @@ def render(rng: random.Random, colour: str | None, shape: str | None, style: Sty
         cx, cy, r = _place(rng, canvas, 0.12, 0.25)
         img.paste(_random_colour(rng), (0, 0), _shape_mask(other, canvas, cx, cy, r, _angle(rng, other)))
     rgb = _jitter(rng, COLOURS[colour], style.jitter)
-    cx, cy, r = _place(rng, canvas, *style.size)
+    cx, cy, r = _place(rng, canvas, *style.size, style.spread)
     mask = _shape_mask(shape, canvas, cx, cy, r, _angle(rng, shape))
     if style.fill == "texture":
         second = _jitter(rng, rgb, 30) if rng.random() < 0.5 else _random_colour(rng)
@@ -173,6 +177,14 @@ def render(rng: random.Random, colour: str | None, shape: str | None, style: Sty
     else:
         img.paste(rgb, (0, 0), mask)
     img = img.resize((size, size), Image.Resampling.LANCZOS)
+    if style.hue_shift:
+        hsv = np.asarray(img.convert("HSV")).copy()
+        hsv[..., 0] = (hsv[..., 0].astype(np.int16) + round(style.hue_shift * 256 / 360)) % 256
+        img = Image.fromarray(hsv, "HSV").convert("RGB")
+    if style.channels != "RGB":
+        if sorted(style.channels) != ["B", "G", "R"]:
+            raise BenchError(f"synthetic style: channels '{style.channels}' is not a permutation of RGB")
+        img = Image.merge("RGB", [img.getchannel(c) for c in style.channels])
     if style.noise > 0:
         noise = np.random.default_rng(rng.getrandbits(63)).normal(0, style.noise, (size, size, 3))
         img = Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
@@ -222,7 +234,7 @@ def _generate_shapes(card, out: Path) -> None:
                 render(rng, colour, shape, spec.style, spec.image_size).save(image_root / rel, "JPEG", quality=92)
                 entries.append([rel, label, name])
         split[part] = entries
-    (out / card.split_file).write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
+    (out / card.split_file).write_text(json.dumps(split) + "\n", encoding="utf-8")
 
 
 GENERATORS = {"shapes": _generate_shapes}
@@ -247,7 +259,7 @@ def is_complete(card, root: Path) -> bool:
 
 
 @contextmanager
-def _lock(path: Path):
+def file_lock(path: Path):
     """An exclusive inter-process lock (flock) so concurrent callers generate a dataset only once."""
     try:
         import fcntl
@@ -273,7 +285,7 @@ def ensure_generated(card, root: Path) -> None:
     if is_complete(card, root):
         return
     root.mkdir(parents=True, exist_ok=True)
-    with _lock(root / f".{card.dir}.lock"):
+    with file_lock(root / f".{card.dir}.lock"):
         if is_complete(card, root):  # another process finished while we waited
             return
         log.info("generating synthetic dataset %s under %s", card.name, root)

@@ -1,0 +1,177 @@
+"""CoOp (Zhou et al., IJCV 2022, "Learning to Prompt for Vision-Language Models"): learn the context
+words of the prompt as continuous vectors; the whole CLIP stays frozen.
+
+Prompt of class i: [SOT] ctx_1 … ctx_M name_i . [EOT] (class token at the end; also "middle" and
+"front"), fed to CLIP's text tower as token embeddings. The image side never changes, so training reads
+the cached augmented view (seed, epoch, item) of every few-shot image instead of running the image
+encoder (bench.features): same views as on the fly, a fraction of the cost.
+Exact speed-up: the text tower's causal mask means positions after the last EOT never influence the
+EOT feature, so prompts are cut to the longest EOT + 1 tokens (77 → ~20 for most datasets)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from bench.errors import BenchError
+from bench.method import Fitted, Method
+from bench.registry import register_method
+from bench.train import autocast, coop_epochs, train_on_views
+
+POSITIONS = ("end", "middle", "front")
+
+
+@dataclass(frozen=True)
+class CoOpParams:
+    n_ctx: int = field(default=16, metadata={"help": "number of context vectors (ignored with ctx_init)"})
+    ctx_init: str = field(default="", metadata={"help": "initialise from a phrase, e.g. 'a photo of a' "
+                                                       "(n_ctx = its token count); empty = N(0, init_std²)"})
+    init_std: float = field(default=0.02, metadata={"help": "std of the random context init"})
+    class_token_position: str = field(default="end", metadata={"help": "end | middle | front"})
+    csc: bool = field(default=False, metadata={"help": "class-specific context (one set per class)"})
+    epochs: int = field(default=0, metadata={"help": "0 = CoOp's rule: 1 shot 50, 2/4 shots 100, "
+                                                     "8/16 shots 200; ImageNet 50"})
+    lr: float = field(default=0.002, metadata={"help": "SGD learning rate (cosine, 1 warm-up epoch at 1e-5)"})
+    batch_size: int = field(default=32, metadata={"help": "mini-batch size"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay"})
+    warmup_epochs: int = field(default=1, metadata={"help": "constant warm-up epochs inside the budget"})
+    warmup_lr: float = field(default=1e-5, metadata={"help": "learning rate of the warm-up epochs"})
+    aug_scale: tuple = field(default=(0.08, 1.0), metadata={"help": "RandomResizedCrop scale range"})
+
+
+def text_tower(model):
+    """open_clip's CLIP keeps the text tower on the model; CustomTextCLIP under `.text`."""
+    tower = getattr(model, "text", model)
+    if getattr(tower, "text_pool_type", "argmax") != "argmax" or getattr(tower, "cls_emb", None) is not None:
+        raise BenchError("CoOp needs a CLIP-style text tower pooled at the EOT token (argmax pooling)")
+    return tower
+
+
+def encode_token_embeddings(tower, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+    """open_clip CLIP.encode_text from token embeddings x [C, L, W] (L ≤ context length): + positional
+    → transformer with the causal mask → ln_final → feature at the EOT position → text projection."""
+    n = x.shape[1]
+    cast = tower.transformer.get_cast_dtype()
+    x = x.to(cast) + tower.positional_embedding[:n].to(cast)
+    mask = tower.attn_mask[:n, :n] if tower.attn_mask is not None else None
+    x = tower.ln_final(tower.transformer(x, attn_mask=mask))
+    x = x[torch.arange(len(x), device=x.device), eot]
+    proj = tower.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+
+
+class PromptLearner(torch.nn.Module):
+    """Learnable context + the frozen token embeddings of every class's prompt, assembled by indexing."""
+
+    def __init__(self, tower, tokenizer, classnames, params: CoOpParams, generator: torch.Generator):
+        super().__init__()
+        if params.class_token_position not in POSITIONS:
+            raise BenchError(f"coop: class_token_position must be one of {POSITIONS}, "
+                             f"got '{params.class_token_position}'")
+        embed = tower.token_embedding
+        with torch.no_grad():
+            ctx, prefix = self._init_ctx(embed, tokenizer, params, generator)
+            if params.csc:
+                ctx = ctx.expand(len(classnames), -1, -1).clone()
+            tokens = tokenizer([f"{prefix} {name}." for name in classnames]).to(embed.weight.device)
+            names = tokenizer(list(classnames)).argmax(-1) - 1  # BPE tokens of each class name
+            eot = tokens.argmax(-1)  # EOT has the largest id in CLIP's vocabulary
+            length = int(eot.max()) + 1 if tower.attn_mask is not None else tokens.shape[1]
+            src, slot = _layout(len(ctx) if not params.csc else ctx.shape[1], names, length,
+                                params.class_token_position)
+            base = embed(tokens[:, :length]).float()
+            src = src.to(base.device)[..., None].expand(-1, -1, base.shape[-1])
+            self.register_buffer("fixed", base.gather(1, src))
+        self.register_buffer("eot", eot)
+        self.register_buffer("slot", slot)  # position → context index, -1 where the token is fixed
+        self.ctx = torch.nn.Parameter(ctx.float())
+        self.csc = params.csc
+
+    @staticmethod
+    def _init_ctx(embed, tokenizer, params: CoOpParams, generator):
+        if params.ctx_init:
+            phrase = params.ctx_init.replace("_", " ").strip()
+            tokens = tokenizer([phrase]).to(embed.weight.device)
+            n_ctx = int(tokens.argmax(-1)) - 1
+            return embed(tokens)[0, 1:1 + n_ctx].float().cpu(), phrase
+        if params.n_ctx < 1:
+            raise BenchError(f"coop: n_ctx must be ≥ 1, got {params.n_ctx}")
+        ctx = torch.randn(params.n_ctx, embed.weight.shape[1], generator=generator) * params.init_std
+        return ctx, " ".join(["X"] * params.n_ctx)
+
+    def prompts(self) -> torch.Tensor:
+        """Token embeddings [C, L, W] of every class prompt with the current context."""
+        index = self.slot.clamp(min=0)
+        if self.csc:
+            ctx = self.ctx[torch.arange(len(self.ctx), device=index.device)[:, None], index]
+        else:
+            ctx = self.ctx[index]
+        return torch.where(self.slot[..., None] >= 0, ctx.to(self.fixed.dtype), self.fixed)
+
+
+def _layout(n_ctx: int, name_lens: torch.Tensor, length: int, position: str):
+    """For each class: which template token fills each position (src) and which context vector (slot).
+    The template is [SOT] X×n_ctx name . [EOT] pad; "front" moves the name before the context and
+    "middle" puts it between the two halves (CoOp's layouts). Total length never changes."""
+    classes = len(name_lens)
+    pos = torch.arange(length).expand(classes, -1)
+    lens = name_lens.cpu()[:, None]
+    head = {"end": n_ctx, "middle": n_ctx // 2, "front": 0}[position]  # context vectors before the name
+    in_head = (pos >= 1) & (pos < 1 + head)
+    in_name = (pos >= 1 + head) & (pos < 1 + head + lens)
+    in_tail = (pos >= 1 + head + lens) & (pos < 1 + n_ctx + lens)
+    src = torch.where(in_name, pos - head + n_ctx, pos)  # name tokens sit after the X's in the template
+    slot = torch.full_like(pos, -1)
+    slot = torch.where(in_head, pos - 1, slot)
+    slot = torch.where(in_tail, pos - 1 - lens, slot)
+    return src.contiguous(), slot.contiguous()
+
+
+@register_method
+class CoOp(Method):
+    name = "coop"
+    version = 1
+    inputs = "features"
+    Params = CoOpParams
+
+    def fit(self, task, params: CoOpParams) -> Fitted:
+        tower = text_tower(task.backbone.model)
+        learner = PromptLearner(tower, task.backbone.tokenizer, task.classnames, params,
+                                task.generator("coop", "init")).to(task.device)
+        epochs = params.epochs or coop_epochs(task.shots, task.dataset)
+        views = task.features.train_views(task.fewshot, task.seed, epochs, params.aug_scale)
+        scale = task.logit_scale
+
+        def loss_fn(feats, labels):
+            text = F.normalize(encode_token_embeddings(tower, learner.prompts(), learner.eot), dim=-1)
+            logits = scale * F.normalize(feats, dim=-1) @ text.t().to(feats.dtype)
+            return F.cross_entropy(logits.float(), labels)
+
+        losses = train_on_views(views, loss_fn, [learner.ctx], epochs=epochs, lr=params.lr,
+                                batch_size=params.batch_size, generator=task.generator("coop", "batches"),
+                                device=task.device, precision=task.precision, momentum=params.momentum,
+                                weight_decay=params.weight_decay, warmup_epochs=params.warmup_epochs,
+                                warmup_lr=params.warmup_lr)
+        with torch.no_grad(), autocast(task.device, task.precision):  # fixed at test time: once
+            text = F.normalize(encode_token_embeddings(tower, learner.prompts(), learner.eot).float(), dim=-1)
+
+        def predict(image_features):
+            return scale * F.normalize(image_features.float(), dim=-1) @ text.t()
+
+        ctx = learner.ctx.detach().cpu()
+        return Fitted(predict=predict, trainable_params=ctx.numel(), state_bytes=ctx.numel() * 4,
+                      metrics={"train_loss_last_epoch": losses[-1]},
+                      artifacts={"prompt_context.safetensors": _save(ctx)},
+                      config={"epochs": epochs, "n_ctx": ctx.shape[-2], "prompt_length": learner.fixed.shape[1]})
+
+
+def _save(ctx: torch.Tensor) -> bytes:
+    from safetensors.torch import save
+
+    return save({"ctx": ctx.contiguous()})

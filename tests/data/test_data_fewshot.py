@@ -1,0 +1,118 @@
+"""Few-shot sampler: PROTOCOL §2 properties, known draws, and CoOp's own draws (conformance)."""
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench.data import load_card, load_splits, sample_fewshot
+from bench.data.readers import classnames_from, parse_coop_split, splits_from_entries
+from bench.errors import BenchError
+
+REPO = Path(__file__).resolve().parents[2]
+CONFORMANCE = REPO.parent / "shared" / "conformance"  # CI keeps it next to the repo, never inside
+
+COOP = {"dtd": "DescribableTextures", "eurosat": "EuroSAT", "oxford_pets": "OxfordPets",
+        "caltech101": "Caltech101"}
+
+
+@pytest.fixture
+def splits(make_tree, data_root):
+    mini = make_tree(load_card("dtd"), n_classes=3, per_class={"train": 7, "val": 5, "test": 2})
+    return load_splits(mini.card, data_root)
+
+
+def reference_draw(items, k, seed_or_rng):
+    """Straightforward re-derivation: classes by first appearance, sample k each, else all."""
+    rng = seed_or_rng if isinstance(seed_or_rng, random.Random) else random.Random(seed_or_rng)
+    order = []
+    for it in items:
+        if it.label not in order:
+            order.append(it.label)
+    out = []
+    for label in order:
+        members = [it for it in items if it.label == label]
+        out += rng.sample(members, k) if len(members) >= k else members
+    return out, rng
+
+
+@pytest.mark.parametrize("shots", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_known_draws(splits, shots, seed):
+    train, rng = reference_draw(splits.train, shots, seed)
+    val, _ = reference_draw(splits.val, min(shots, 4), rng)
+    fs = sample_fewshot(splits, shots, seed)
+    assert fs.train == train and fs.val == val
+
+
+def test_counts_per_class(splits):
+    fs = sample_fewshot(splits, 4, 1)
+    assert Counter(it.label for it in fs.train) == {0: 4, 1: 4, 2: 4}
+    assert Counter(it.label for it in fs.val) == {0: 4, 1: 4, 2: 4}
+    fs = sample_fewshot(splits, 16, 1)  # larger than every class: take all (CoOp)
+    assert Counter(it.label for it in fs.train) == {0: 7, 1: 7, 2: 7}
+    assert Counter(it.label for it in fs.val) == {0: 4, 1: 4, 2: 4}
+    assert set(fs.train) <= set(splits.train) and set(fs.val) <= set(splits.val)
+
+
+def test_repeatable_and_independent_of_global_random(splits):
+    random.seed(123)
+    a = sample_fewshot(splits, 2, 1)
+    state = random.getstate()
+    random.seed(999)
+    b = sample_fewshot(splits, 2, 1)
+    random.seed(123)
+    sample_fewshot(splits, 2, 1)
+    assert random.getstate() == state  # the global RNG is never consumed
+    assert a == b and a.digest == b.digest
+    c = sample_fewshot(splits, 2, 2)
+    assert c.train != a.train and c.digest != a.digest
+
+
+def test_digest_stable_across_roots(tmp_path, make_tree):
+    card = load_card("dtd")
+    digests = []
+    for where in ("one", "two/deeper"):
+        mini = make_tree(card, tmp_path / where)
+        digests.append(sample_fewshot(load_splits(mini.card, tmp_path / where), 2, 1).digest)
+    assert digests[0] == digests[1]
+
+
+def test_imagenet_has_no_val_draw(make_tree, data_root, splits):
+    mini = make_tree(load_card("imagenet"))
+    fs = sample_fewshot(load_splits(mini.card, data_root), 2, 1)
+    assert fs.val == [] and len(fs.train) == 6
+    assert sample_fewshot(splits, 2, 1, draw_val=False).val == []
+
+
+@pytest.mark.parametrize("shots", [0, -1, 1.5, True])
+def test_bad_shots(splits, shots):
+    with pytest.raises(BenchError, match="shots must be a positive integer"):
+        sample_fewshot(splits, shots, 1)
+
+
+def _coop_splits(name):
+    path = CONFORMANCE / "splits" / f"split_zhou_{COOP[name]}.json"
+    entries = parse_coop_split(path.read_bytes(), str(path))
+    card = load_card(name)
+    return splits_from_entries(card, entries, Path("/nonexistent") / card.dir / card.image_root,
+                               classnames_from(entries, str(path)), "x")
+
+
+@pytest.mark.skipif(not CONFORMANCE.is_dir(), reason="no ../shared/conformance next to the repo")
+@pytest.mark.parametrize("name", sorted(COOP))
+def test_conformance_with_coop_draws(name):
+    s = _coop_splits(name)
+    pos = {id(it): i for i, it in enumerate(s.train)}
+    vpos = {id(it): i for i, it in enumerate(s.val)}
+    checked = 0
+    for shots in (1, 2, 4, 8, 16):
+        for seed in (1, 2, 3):
+            ref = json.loads((CONFORMANCE / "indices" / name / f"shot_{shots}-seed_{seed}.json").read_text())
+            fs = sample_fewshot(s, shots, seed)
+            assert [pos[id(it)] for it in fs.train] == ref["train"]["indices"], (shots, seed)
+            assert [vpos[id(it)] for it in fs.val] == ref["val"]["indices"], (shots, seed)
+            checked += 1
+    assert checked == 15
