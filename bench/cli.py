@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -138,20 +137,11 @@ def list_(what: str = typer.Argument(..., help="methods | datasets | suites"), t
     list_command(what, tasks, console)
 
 
-def _mount_subcommands() -> None:
-    """Sub-apps live in their own modules so this file stays a table of contents."""
-    import importlib
+from bench.cli_cache import cache_app  # noqa: E402  (sub-apps live in their own modules)
+from bench.cli_data import data_app  # noqa: E402
 
-    for module, attr, name in (("bench.cli_data", "data_app", "data"),):
-        try:
-            sub = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:  # keep the other commands usable
-            logging.getLogger(__name__).debug("sub-command %s unavailable: %s", name, exc)
-            continue
-        app.add_typer(sub, name=name)
-
-
-_mount_subcommands()
+app.add_typer(data_app, name="data")
+app.add_typer(cache_app, name="cache")
 
 
 def main() -> None:  # pragma: no cover - console-script convenience

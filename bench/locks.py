@@ -144,6 +144,13 @@ def release(lock: JobLock) -> None:
         lock.path.unlink(missing_ok=True)
 
 
+def sweep_stale(results_dir: Path, lease_s: float = LEASE_S) -> int:
+    """Remove the claims of dead holders (a driver killed with -9 after its job's record was written
+    leaves a claim nobody will re-take, since the job is done). Returns how many were removed."""
+    folder = lock_dir(results_dir)
+    return sum(_break_if_stale(p, lease_s) for p in sorted(folder.glob("*.lock"))) if folder.is_dir() else 0
+
+
 def live_locks(results_dir: Path, lease_s: float = LEASE_S) -> dict[str, dict]:
     """job_id → lock content, for every claim whose holder is still alive (what `running` means)."""
     out = {}

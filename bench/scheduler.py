@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from bench.config import Suite
 from bench.executors import DEFAULT_RUNNER, Executor, Gate, Listener
+from bench.locks import sweep_stale
 from bench.results import latest_per_job, now_iso, read_records
 
 if TYPE_CHECKING:  # bench.jobs imports torch (via bench.method); a driver does not need it
@@ -88,6 +89,7 @@ def execute(suite: Suite, jobs: list[Job], executor: Executor, listener: Listene
             mode: str = "resume") -> Outcome:
     """Run `jobs` (the pending ones) on `executor`; KeyboardInterrupt propagates after a clean stop."""
     since = now_iso()
+    sweep_stale(suite.results_dir)
     executor.run(suite, by_dataset(jobs), Gate(suite.results_dir, mode, since), listener or Listener())
     return outcome(suite, jobs, since)
 
