@@ -19,6 +19,7 @@ from torchvision.transforms import functional as TF
 from bench.backbone import Backbone
 from bench.data import DatasetCard, DatasetSplits, FewShot
 from bench.data.cards import prompt_classname
+from bench.errors import BenchError
 from bench.data.transforms import load_image, test_transform, train_transform
 
 
@@ -97,10 +98,14 @@ DECODED_TRAIN_MAX = 2048  # few-shot images kept decoded per task (16 shots × 1
 _DECODED: OrderedDict = OrderedDict()  # (backbone, dataset, split, transform) → DecodedImages, LRU
 
 
-def test_cache_budget() -> int:
+def decoded_test_budget() -> int:
     """Bytes of decoded test images kept in memory (BENCH_TEST_IMAGE_CACHE_MB, default 4096; 0 = off).
     At 224 px that is ~26k images: every CoOp test split except ImageNet and Food101, which stream."""
-    return int(float(os.environ.get("BENCH_TEST_IMAGE_CACHE_MB", "4096")) * 2**20)
+    text = os.environ.get("BENCH_TEST_IMAGE_CACHE_MB", "4096")
+    try:
+        return int(float(text) * 2**20)
+    except ValueError:
+        raise BenchError(f"BENCH_TEST_IMAGE_CACHE_MB must be a number of MiB, got '{text}'") from None
 
 
 @dataclass
@@ -202,7 +207,7 @@ class Task:
 
     def test_images(self, batch_size: int = 128):
         """(images, labels, indices) batches of the full test split. Decoded once per (backbone, dataset)
-        and kept in memory as uint8 when it fits test_cache_budget(); streamed from disk otherwise."""
+        and kept in memory as uint8 when it fits decoded_test_budget(); streamed from disk otherwise."""
         decoded = self._decoded_test_images()
         if decoded is not None:
             return _Batches(decoded, batch_size)
@@ -215,7 +220,7 @@ class Task:
         if key in _DECODED:
             _DECODED.move_to_end(key)
             return _DECODED[key]
-        need, budget = len(self.splits.test) * 3 * size * size, test_cache_budget()
+        need, budget = len(self.splits.test) * 3 * size * size, decoded_test_budget()
         if need > budget:
             return None
         while _DECODED and sum(d.nbytes for d in _DECODED.values()) + need > budget:
