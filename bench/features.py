@@ -18,16 +18,16 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path, PurePath
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from bench.data.images import load_image
 from bench.data.transforms import test_transform, train_transform
-from bench.results import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 FEATURE_LAYER = "image_embedding"  # encode_image output: after the projection, not normalised
@@ -166,9 +166,9 @@ class FeatureStore:
         if not path.exists():
             return None
         try:
-            tensors = load_file(str(path))
             with safe_open(str(path), "pt") as handle:
                 meta = handle.metadata() or {}
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
             stored_key = json.loads(meta.get("key", "null"))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             log.warning("feature cache file %s is corrupt (%s); rebuilding", path, exc)
@@ -239,6 +239,21 @@ class FeatureStore:
             out[:, start:start + n] = feats.transpose(0, 1)
             start += n
         return out
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Temp file + rename, so a reader never sees half a file. No fsync (unlike result records): a file
+    torn by a crash fails its sha256 check on the next read and is rebuilt, and syncing the hundreds of
+    small per-epoch view files a job writes would cost more than computing them on small problems."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _key_hash(key: dict) -> str:

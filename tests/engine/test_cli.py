@@ -60,7 +60,7 @@ def test_list_commands(tasks):
 
 def test_dry_run_runs_nothing(tasks):
     result = bench("run", "--suite", "smoke", "--methods", "zeroshot", "--dry-run", "--tasks", str(tasks))
-    assert result.exit_code == 0 and "30 to run" in result.output
+    assert result.exit_code == 0 and "12 to run" in result.output
     assert records(tasks) == []
 
 

@@ -11,7 +11,7 @@ from bench.results import finished_ids, latest_per_job, read_records, write_reco
 
 def test_grid_expansion_and_filters(smoke_suite):
     jobs = expand(smoke_suite, ["zeroshot"])
-    assert len(jobs) == len(smoke_suite.datasets) * 5 * 3
+    assert len(jobs) == len(smoke_suite.datasets) * len(smoke_suite.shots) * len(smoke_suite.seeds)
     assert len({j.id for j in jobs}) == len(jobs)
     small = expand(smoke_suite, ["zeroshot"], datasets=[smoke_suite.datasets[0]], shots=[2], seeds=[1, 3])
     assert [(j.shots, j.seed) for j in small] == [(2, 1), (2, 3)]
