@@ -88,6 +88,7 @@ class FeatureStore:
         self.precision, self.workers, self.enabled = precision, workers, enabled
         self.root = Path(root) if root else features_root()
         self._memory: dict[str, tuple] = {}  # plain (non-augmented) features only: views are per task
+        self._digests: dict[int, tuple] = {}
         self.stats = {"computed": 0, "disk_hits": 0, "memory_hits": 0, "images_encoded": 0, "encode_s": 0.0}
 
     # ---------------------------------------------------------------- public API
@@ -108,7 +109,8 @@ class FeatureStore:
         Missing views are encoded together in one batched pass (each image decoded once)."""
         epochs = list(range(epochs)) if isinstance(epochs, int) else [int(e) for e in epochs]
         items, scale = fewshot.train, (float(scale[0]), float(scale[1]))
-        keys = {e: self._key("fewshot_train", items, (seed, e), scale) for e in epochs}
+        base = self._key("fewshot_train", items, (seed, 0), scale)
+        keys = {e: {**base, "view": [seed, e]} for e in epochs}
         found = {e: self._read(keys[e]) for e in epochs} if self.enabled else {}
         missing = [e for e in epochs if found.get(e) is None]
         self.stats["disk_hits"] += len(epochs) - len(missing)
@@ -152,9 +154,19 @@ class FeatureStore:
             tid = train_transform(b.image_size, scale=scale, mean=b.mean, std=b.std).transform_id
         return {"format": FORMAT, "backbone": b.digest, "dataset": self.splits.name,
                 "split_digest": self.splits.split_digest, "split": split, "count": len(items),
-                "items": items_digest(items, self.splits.image_root), "transform": tid,
+                "items": self._items_digest(items), "transform": tid,
                 "view": list(view) if view is not None else None, "layer": FEATURE_LAYER,
                 "dtype": str(self._store_dtype()).removeprefix("torch."), "device": self.device.type}
+
+    def _items_digest(self, items) -> str:
+        """Memoised per list object (the list is kept referenced, so its id cannot be reused): hashing a
+        50k-item test split on every job would otherwise cost more than reading its features."""
+        held = self._digests.get(id(items))
+        if held is None or held[0] is not items or held[1] != len(items):
+            if len(self._digests) > 64:  # few-shot lists come and go with jobs: keep it bounded
+                self._digests.clear()
+            held = self._digests[id(items)] = (items, len(items), items_digest(items, self.splits.image_root))
+        return held[2]
 
     def _path(self, key: dict) -> Path:
         tag = "plain" if key["view"] is None else f"s{key['view'][0]}-e{key['view'][1]:04d}"

@@ -306,6 +306,7 @@ def parse(argv=None):
     p.add_argument("--suite", default="smoke")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--no-write", action="store_true", help="print the tables, leave RESULTS.md alone")
+    p.add_argument("--section", default=None, help="RESULTS.md section to (re)write (default: by mode)")
     return p.parse_args(argv)
 
 
@@ -322,8 +323,8 @@ def main(argv=None) -> None:
     if not args.no_write:
         title = "GPU mode (real sizes)" if args.gpu and args.scale == 1.0 else (
             "GPU mode code path (dry run)" if args.gpu else "CPU mode (smoke suite)")
-        write_section("gpu" if args.gpu and args.scale == 1.0 else "dryrun" if args.gpu else "cpu",
-                      title, body, line)
+        section = args.section or ("gpu" if args.gpu and args.scale == 1.0 else "dryrun" if args.gpu else "cpu")
+        write_section(section, title if not args.section else f"{title}: {args.section}", body, line)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ EOT feature, so prompts are cut to the longest EOT + 1 tokens (77 → ~20 for mo
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import torch
@@ -31,7 +30,9 @@ class CoOpParams:
                                                        "(n_ctx = its token count); empty = N(0, init_std²)"})
     init_std: float = field(default=0.02, metadata={"help": "std of the random context init"})
     class_token_position: str = field(default="end", metadata={"help": "end | middle | front"})
-    csc: bool = field(default=False, metadata={"help": "class-specific context (one set per class)"})
+    csc: bool = field(default=False, metadata={"help": "class-specific context (one set per class; with "
+                                                       "ctx_init each starts from the phrase, where CoOp's "
+                                                       "code silently drops CSC)"})
     epochs: int = field(default=0, metadata={"help": "0 = CoOp's rule: 1 shot 50, 2/4 shots 100, "
                                                      "8/16 shots 200; ImageNet 50"})
     lr: float = field(default=0.002, metadata={"help": "SGD learning rate (cosine, 1 warm-up epoch at 1e-5)"})
