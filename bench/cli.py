@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bench.errors import BenchError
 
@@ -29,7 +30,8 @@ def user_errors(func):
         try:
             return func(*args, **kwargs)
         except BenchError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escape: messages name places like "[suites.smoke]", which rich would swallow as markup
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: finished jobs are saved; run the same command again to resume")
@@ -112,20 +114,22 @@ def status(
 def report(
     suite: Optional[str] = SuiteOpt,
     tasks: Optional[Path] = TasksOpt,
+    results: Optional[list[Path]] = typer.Option(None, "--results", help="a results folder to read (repeat to "
+                                                 "merge several; default: the suite's results_dir)"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the report to this file as well"),
-    fmt: str = typer.Option("md", "--format", help="md | csv"),
+    fmt: str = typer.Option("md", "--format", help="md | csv | json | latex | html"),
+    all_configs: bool = typer.Option(False, "--all-configs", help="show records of other configurations as "
+                                     "rows method@<config hash>"),
+    compare: Optional[str] = typer.Option(None, "--compare", help="published: add the papers' numbers and Δ"),
+    include_oracle: bool = typer.Option(False, "--include-oracle", help="let test-tuned (oracle_test) records "
+                                        "into the leaderboard (they stay flagged †)"),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="write the plots (PNG + SVG) into this folder"),
 ):
-    """Tables from the result records: per shot count, per dataset, average, leaderboard."""
-    from bench.report import render
+    """Tables from the result records: header, per-shot tables, leaderboard, cost; plots; several formats."""
+    from bench.commands import report_command
 
-    if fmt not in ("md", "csv"):
-        raise BenchError(f"--format must be 'md' or 'csv', got '{fmt}'")
-    chosen = load_config(tasks).suite(suite)
-    text = render(chosen.results_dir, list(chosen.datasets), list(chosen.shots), fmt)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-    print(text)
+    report_command(load_config(tasks), suite=suite, results=results, out=out, fmt=fmt, all_configs=all_configs,
+                   compare=compare, include_oracle=include_oracle, plots=plots)
 
 
 @app.command("list")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from rich.console import Console
 from rich.table import Table
 
 from bench.config import Config
-from bench.errors import unknown
+from bench.errors import BenchError, unknown
 
 
 def select_suite(cfg: Config, suite_name, backbone_name):
@@ -24,7 +25,7 @@ def run_command(cfg, console: Console, *, suite=None, backbone=None, methods=Non
                 seeds=None, force=False, retry_failed=False, dry_run=False, executor="local",
                 executor_options: dict | None = None):
     from bench.executors import make_executor
-    from bench.jobs import expand
+    from bench.jobs import cell_label, expand
     from bench.scheduler import pending_jobs, preflight, run_mode
 
     chosen = select_suite(cfg, suite, backbone)
@@ -48,8 +49,8 @@ def run_command(cfg, console: Console, *, suite=None, backbone=None, methods=Non
                   + (f", {len(result.not_run)} not run here (see `bench status`)" if result.not_run else "")
                   + f"; per-job logs in {chosen.results_dir / 'logs'}")
     for record in result.failed:
-        console.print(f"  [red]failed[/] {record['method']}/{record['dataset']}/{record['shots']}shot/"
-                      f"seed{record['seed']}: {record['error']}", highlight=False)
+        label = cell_label(record["method"], record["dataset"], record["shots"], record["seed"])
+        console.print(f"  [red]failed[/] {label}: {record['error']}", highlight=False)
     if result.failed:
         console.print("rerun only the failed ones with --retry-failed")
         raise SystemExit(1)
@@ -78,6 +79,50 @@ def status_command(cfg, console: Console, *, suite=None, backbone=None, methods=
     for info in running:
         console.print(f"  running {info.get('label') or info.get('job_id')} on {info.get('host')}:"
                       f"{info.get('where')} (pid {info.get('pid')}, since {info.get('started')})", highlight=False)
+
+
+def report_command(cfg, *, suite=None, results=None, out=None, fmt="md", all_configs=False, compare=None,
+                   include_oracle=False, plots=None):
+    from bench.report import FORMATS, build, render
+    from bench.report.formats import summary_csv
+
+    if fmt not in FORMATS:  # checked before any record is read
+        raise unknown("--format", fmt, FORMATS)
+    for folder in results or []:
+        if not folder.is_dir():
+            raise BenchError(f"--results {folder}: not a folder (give a results folder holding records/)")
+    for target, what in ((out, "--out"), (plots, "--plots")):
+        if target is not None and target.exists() and target.is_dir() == (what == "--out"):
+            raise BenchError(f"{what} {target}: " + ("is a folder; give a file name" if what == "--out"
+                                                     else "is a file; give a folder"))
+    report = build(cfg.suite(suite), results, all_configs=all_configs, compare=compare,
+                   include_oracle=include_oracle)
+    text = render(report, fmt)
+    written = []
+    try:
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+            written.append(out)
+            if fmt == "csv":
+                written.append(out.with_suffix(".summary.csv"))
+                written[-1].write_text(summary_csv(report))
+        if plots:
+            from bench.report.plots import write_plots
+
+            for section in report.sections:
+                part = report.summary[report.summary["backbone"] == section.backbone]
+                folder = plots / _slug(section.backbone) if len(report.sections) > 1 else plots
+                written += write_plots(part, report.datasets, report.shots, folder)
+    except OSError as exc:
+        raise BenchError(f"cannot write the report: {exc.strerror or exc} ({exc.filename or out})") from None
+    print(text)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text).strip("_")
 
 
 def list_command(what: str, tasks, console: Console):
