@@ -91,6 +91,9 @@ def report_command(cfg, *, suite=None, results=None, out=None, fmt="md", all_con
     for folder in results or []:
         if not folder.is_dir():
             raise BenchError(f"--results {folder}: not a folder (give a results folder holding records/)")
+        if not (folder / "records").is_dir():
+            hint = f" (did you mean --results {folder.parent}?)" if folder.name == "records" else ""
+            raise BenchError(f"--results {folder}: no records/ folder inside{hint}")
     for target, what in ((out, "--out"), (plots, "--plots")):
         if target is not None and target.exists() and target.is_dir() == (what == "--out"):
             raise BenchError(f"{what} {target}: " + ("is a folder; give a file name" if what == "--out"

@@ -72,6 +72,7 @@ class Suite:
     methods: tuple[str, ...]
     method_entries: dict  # name -> MethodEntry, every entry in the file (base methods and variants)
     precision: str = "amp"  # amp (bf16/fp16 autocast on GPU) | fp32
+    protocol: str = "fewshot"  # the evaluation protocol; part of every job key (PROTOCOLS lists the valid ones)
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,10 @@ class Config:
 
 
 SUITE_KEYS = {"datasets": list, "shots": list, "seeds": list, "backbone": str, "data_root": str,
-              "results_dir": str, "methods": list, "precision": str}
+              "results_dir": str, "methods": list, "precision": str, "protocol": str}
 BACKBONE_KEYS = {"model": str, "pretrained": str, "local_dir": str, "builtin": str}
 OVERRIDE_KEYS = {"datasets": list, "shots": list, "set": dict}
+PROTOCOLS = ("fewshot",)  # implemented protocols; a new one (e.g. base-to-new) gets its own jobs and ids
 
 
 def default_tasks_path() -> Path:
@@ -193,6 +195,9 @@ def _suite(name, table, backbones, entries, path, known_datasets, known_methods)
     precision = table.get("precision", "amp")
     if precision not in ("amp", "fp32"):
         raise BenchError(f"{where}: precision must be 'amp' or 'fp32', got '{precision}'")
+    protocol = table.get("protocol", "fewshot")
+    if protocol not in PROTOCOLS:
+        raise BenchError(f"{where}: {unknown('protocol', protocol, PROTOCOLS)}")
     methods = tuple(table.get("methods", ()))
     if known_methods is not None:
         valid = set(entries) | set(known_methods)
@@ -205,6 +210,6 @@ def _suite(name, table, backbones, entries, path, known_datasets, known_methods)
         seeds=tuple(table["seeds"]), backbone=backbones[table["backbone"]],
         data_root=expand_path(table.get("data_root", "${BENCH_DATA:-data}"), base),
         results_dir=expand_path(table.get("results_dir", f"results/{name}"), base),
-        methods=methods, method_entries=entries, precision=precision,
+        methods=methods, method_entries=entries, precision=precision, protocol=protocol,
     )
 

@@ -1,4 +1,5 @@
-"""Grid expansion: suite × CLI filters → Jobs with stable ids.
+"""Grid expansion: suite × CLI filters → Jobs with stable ids, and job_for, the one cell → job rule
+that both the grid and the report's lookup of records use.
 
 A job id is a sha256 of the canonical JSON of everything that defines the job (never Python's
 salted hash()), so ids are equal across processes and machines."""
@@ -15,21 +16,32 @@ from bench.method import build_params, params_dict
 from bench.registry import METHODS
 
 
+ANY = 0  # shots and seed of a job whose method ignores both (see Job)
+
+
 @dataclass(frozen=True)
 class Job:
+    """One run of one method on one (dataset, shots, seed) cell.
+
+    shots = seed = ANY (0) means "independent of shots and seed": the job of a method that declares
+    `uses_fewshot = False` (zero-shot CLIP). It runs once per dataset, without a few-shot draw, and
+    its record stands for every shots × seed cell of that dataset (its label reads `.../any-shot`)."""
+
     method: str  # the name in the suite (a base method or a named variant)
     base: str  # the registered method that runs
     version: int
     dataset: str
-    shots: int
-    seed: int
+    shots: int  # ANY: shot-independent
+    seed: int  # ANY: shot-independent
     backbone: dict  # BackboneSpec.identity()
     params: dict  # fully resolved hyperparameters
+    protocol: str = "fewshot"  # Suite.protocol: the same cell under another protocol is another job
 
     @property
     def key(self) -> dict:
         return {"method": self.method, "base": self.base, "version": self.version, "dataset": self.dataset,
-                "shots": self.shots, "seed": self.seed, "backbone": self.backbone, "params": self.params}
+                "shots": self.shots, "seed": self.seed, "backbone": self.backbone, "params": self.params,
+                "protocol": self.protocol}
 
     @property
     def id(self) -> str:
@@ -37,7 +49,14 @@ class Job:
 
     @property
     def label(self) -> str:
-        return f"{self.method}/{self.dataset}/{self.shots}shot/seed{self.seed}"
+        return cell_label(self.method, self.dataset, self.shots, self.seed)
+
+
+def cell_label(method: str, dataset: str, shots: int, seed: int) -> str:
+    """How a job (or a record's cell) reads in listings and logs."""
+    if shots == ANY:
+        return f"{method}/{dataset}/any-shot"
+    return f"{method}/{dataset}/{shots}shot/seed{seed}"
 
 
 def stable_id(obj) -> str:
@@ -50,10 +69,16 @@ def method_names(suite: Suite) -> list[str]:
     return sorted(set(METHODS.names()) | set(suite.method_entries))
 
 
-def resolve_params(suite: Suite, method: str, dataset: str, shots: int) -> tuple[str, dict]:
-    """(base method name, resolved params) for one cell of the grid."""
+def _base(suite: Suite, method: str) -> str:
     entry = suite.method_entries.get(method)
-    base = entry.base if entry else method
+    return entry.base if entry else method
+
+
+def resolve_params(suite: Suite, method: str, dataset: str, shots: int) -> tuple[str, dict]:
+    """(base method name, resolved params) for one cell of the grid. For a shot-independent job
+    shots is ANY, so `when` overrides restricted to shot counts never apply to it."""
+    entry = suite.method_entries.get(method)
+    base = _base(suite, method)
     cls = METHODS.get(base)
     values = {}
     if entry and entry.base != method and base in suite.method_entries:
@@ -64,25 +89,47 @@ def resolve_params(suite: Suite, method: str, dataset: str, shots: int) -> tuple
     return base, params_dict(params)
 
 
+def job_for(suite: Suite, method: str, dataset: str, shots: int, seed: int, backbone: dict) -> Job | None:
+    """The job the suite's current config resolves to for one cell and backbone identity (a dict as in
+    record["backbone"]); None for a method name the suite does not know. Datasets and shot counts
+    outside the suite's lists are allowed: a report may ask about records of an older config.
+    A shot-independent method maps every (shots, seed) to its one ANY/ANY job."""
+    if method not in method_names(suite):
+        return None
+    base = _base(suite, method)
+    cls = METHODS.get(base)
+    if not cls.uses_fewshot:
+        shots, seed = ANY, ANY
+    _, params = resolve_params(suite, method, dataset, shots)
+    return Job(method, base, cls.version, dataset, shots, seed, backbone, params, suite.protocol)
+
+
 def expand(suite: Suite, methods=None, datasets=None, shots=None, seeds=None) -> list[Job]:
-    methods = list(methods or suite.methods)
+    """Every job of the grid, in method × dataset × shots × seed order. Built cell by cell through
+    job_for so the report's lookup and the grid can never disagree; a shot-independent method's
+    cells collapse to one job, which --shots/--seeds therefore never filter out."""
+    methods = _methods(suite, methods)
+    datasets = _subset("dataset", datasets, suite.datasets)
+    backbone = suite.backbone.identity()
+    jobs: dict[str, Job] = {}  # id → job: insertion order is grid order, duplicates collapse
+    for method in methods:
+        for dataset in datasets:
+            for k in shots or suite.shots:
+                for seed in seeds or suite.seeds:
+                    job = job_for(suite, method, dataset, k, seed, backbone)
+                    jobs.setdefault(job.id, job)
+    return list(jobs.values())
+
+
+def _methods(suite: Suite, chosen) -> list[str]:
+    methods = list(chosen or suite.methods)
     if not methods:
         raise BenchError(f"suite '{suite.name}' lists no methods; pass --methods a,b")
     known = method_names(suite)
     for name in methods:
         if name not in known:
             raise unknown("method", name, known)
-    datasets = _subset("dataset", datasets, suite.datasets)
-    jobs = []
-    for method in methods:
-        for dataset in datasets:
-            for k in shots or suite.shots:
-                base, params = resolve_params(suite, method, dataset, k)
-                cls = METHODS.get(base)
-                for seed in seeds or suite.seeds:
-                    jobs.append(Job(method, base, cls.version, dataset, k, seed,
-                                    suite.backbone.identity(), params))
-    return jobs
+    return methods
 
 
 def _subset(kind: str, chosen, available) -> list:

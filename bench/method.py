@@ -1,9 +1,11 @@
 """The method protocol: what a method file declares and what it hands back to the engine.
 
 A method is a class with `name`, `version`, `Params` (a frozen dataclass of hyperparameters with
-defaults; a field's `metadata["help"]` documents it) and `inputs`:
+defaults; a field's `metadata["help"]` documents it), `inputs` and `uses_fewshot`:
 - "features": the predictor maps frozen image embeddings [N, D] to logits (the engine caches them);
 - "images": the predictor maps normalised image batches [N, 3, H, W] to logits.
+`uses_fewshot = False` declares that fit() ignores the few-shot split, shots and seed (zero-shot CLIP):
+the grid then runs the method once per dataset (bench.jobs.Job with shots = seed = 0), not per cell.
 `fit(task, params)` trains on the few-shot split the engine hands over (bench.task.Task) and returns a
 Fitted. The engine owns seeding, device, precision, evaluation, timing and the result record.
 """
@@ -35,6 +37,7 @@ class Method:
     name: ClassVar[str]
     version: ClassVar[int] = 1
     inputs: ClassVar[str] = "features"  # "features" | "images"
+    uses_fewshot: ClassVar[bool] = True  # False: one job per dataset serves every shots × seed cell
     Params: ClassVar[type]
 
     def fit(self, task, params) -> Fitted:  # pragma: no cover - interface

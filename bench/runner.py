@@ -1,6 +1,6 @@
-"""Run one job: sample the few-shot split, fit the method, evaluate on the full test split, and write
-one immutable record (ok or failed). A Workspace keeps the backbone, splits and feature stores of a
-worker process warm across the jobs it runs."""
+"""Run one job: sample the few-shot split (none for a shot-independent job), fit the method, evaluate
+on the full test split, and write one immutable record (ok or failed). A Workspace keeps the backbone,
+splits and feature stores of a worker process warm across the jobs it runs."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ import torch
 from bench import __version__
 from bench.backbone import load_backbone
 from bench.config import REPO_ROOT, Suite
-from bench.data import load_card, load_splits, sample_fewshot
+from bench.data import FewShot, load_card, load_splits, sample_fewshot
+from bench.data.fewshot import fewshot_digest
 from bench.features import FeatureStore
-from bench.jobs import Job
+from bench.jobs import ANY, Job
 from bench.method import Fitted
 from bench.registry import METHODS
 from bench.results import artifact_dir, now_iso, write_record
@@ -63,10 +64,17 @@ class Workspace:
 
     def task(self, job: Job) -> Task:
         card, splits, store = self.dataset(job.dataset)
-        fewshot = sample_fewshot(splits, job.shots, job.seed, draw_val=bool(splits.val))
+        fewshot = _no_draw() if job.shots == ANY else sample_fewshot(splits, job.shots, job.seed,
+                                                                     draw_val=bool(splits.val))
         return Task(card=card, splits=splits, fewshot=fewshot, shots=job.shots, seed=job.seed,
                     backbone=self.backbone, device=self.device, precision=self.suite.precision,
                     features=store, workers=self.workers)
+
+
+def _no_draw() -> FewShot:
+    """The few-shot split of a shot-independent job: nothing drawn (the sampler refuses 0 shots), with
+    the digest of the empty draw so the record's split fields read like any other."""
+    return FewShot(train=[], val=[], digest=fewshot_digest([], [], "/"))
 
 
 def run_job(job: Job, workspace: Workspace) -> dict:
@@ -119,9 +127,10 @@ def evaluate(fitted: Fitted, inputs: str, task: Task) -> float:
 def _base_record(job: Job, workspace: Workspace) -> dict:
     return {"schema": 1, "job_id": job.id, "suite": workspace.suite.name, "method": job.method,
             "base_method": job.base, "method_version": job.version, "dataset": job.dataset,
-            "shots": job.shots, "seed": job.seed, "backbone": job.backbone, "params": job.params,
-            "status": "running", "error": None, "metrics": {}, "device": _device_name(workspace.device),
-            "git": git_state(), "versions": versions(), "host": platform.node()}
+            "shots": job.shots, "seed": job.seed, "protocol": job.protocol, "backbone": job.backbone,
+            "params": job.params, "status": "running", "error": None, "metrics": {},
+            "device": _device_name(workspace.device), "git": git_state(), "versions": versions(),
+            "host": platform.node()}
 
 
 def _success_fields(job, task, fitted: Fitted, top1: float, workspace) -> dict:

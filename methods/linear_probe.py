@@ -2,25 +2,46 @@
 unnormalised image embeddings of the few-shot images (test transform, no augmentation).
 
 The objective is scikit-learn's LogisticRegression(multinomial, lbfgs): Σ_i CE_i + ‖W‖²/(2C) with an
-unregularised bias, minimised here in torch (float64, L-BFGS with strong-Wolfe line search, so it runs
-on the GPU) in the mean-scaled form scikit-learn hands to scipy (same minimiser, same gradient
-tolerance). C is chosen on the few-shot val split as lpclip does: a coarse grid, then 8 rounds that
+unregularised bias. By default (`solver = "sklearn"`) it is fitted by scikit-learn itself with lpclip's
+arguments, so every fit of the C search stops at lpclip's iterate. `solver = "torch"` minimises the same
+objective in torch (float64, L-BFGS with strong-Wolfe line search, GPU-capable) in the mean-scaled form
+scikit-learn hands to scipy; it stops at other iterates (different memory and line search), so at the
+grid's extremes validation predictions can flip and the search can pick another C: faster, not
+bit-faithful, and recorded as `config.method.solver`. C is chosen on the few-shot val split as lpclip
+does: a coarse grid, then 8 rounds that
 compare the two ends of a range in log10 space and halve it towards the better end; the last chosen
-end is C*. The probe is then refitted on the few-shot train split with C*."""
+end is C*. The probe is then refitted on the few-shot train split with C*.
+
+Datasets without a val split (ImageNet): deviation from lpclip. lpclip ran on Dassl's ImageNet, whose
+val split IS the test split, so it tuned C on the images it reports accuracy on. That inflates the
+number and makes it incomparable to every method here that never sees test. By default
+(`when_no_val = "train_holdout"`) C is chosen on bench.data.holdout_val: min(K, 4) images per class
+from the train images outside the K-shot draw, deterministic per (shots, seed); the record says
+`fewshot_val` (the regime is the same as on other datasets) with `config.method.val_source =
+"train_holdout"` (if no train image is left outside the draw, `c` is used, recorded `none`).
+`when_no_val = "test"` reproduces lpclip only when asked, recorded `oracle_test`; `"fixed"` uses `c`
+(recorded `none`)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from bench.data import holdout_val
 from bench.errors import BenchError
+from bench.features import items_digest
 from bench.method import Fitted, Method
 from bench.registry import register_method
 
+log = logging.getLogger(__name__)
+SOLVERS = ("sklearn", "torch")
 COARSE_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
+NO_VAL_CHOICES = ("train_holdout", "test", "fixed")
+_NO_VAL = {"val_source": "none", "val_items": 0}
 
 
 @dataclass(frozen=True)
@@ -30,11 +51,16 @@ class LinearProbeParams:
     rounds: int = field(default=8, metadata={"help": "bisection rounds after the coarse grid"})
     max_iter: int = field(default=1000, metadata={"help": "L-BFGS iterations per fit (lpclip: 1000)"})
     tol: float = field(default=1e-4, metadata={"help": "stop when max |gradient| ≤ tol (scikit-learn's tol)"})
-    history: int = field(default=100, metadata={"help": "L-BFGS memory; more than scipy's 10 reaches the "
-                                                        "same minimiser in far fewer iterations"})
-    when_no_val: str = field(default="test", metadata={
-        "help": "datasets without a val draw (ImageNet): 'test' searches C on the test split as "
-                "Dassl does (ImageNet val = test; recorded as oracle_test) or 'fixed' uses c"})
+    history: int = field(default=100, metadata={"help": "torch solver only: L-BFGS memory (scipy's is 10)"})
+    solver: str = field(default="sklearn", metadata={
+        "help": "'sklearn': lpclip's exact LogisticRegression(solver='lbfgs', max_iter=1000) on the CPU "
+                "(faithful); 'torch': L-BFGS in torch, GPU-capable and faster on big sets, same objective "
+                "but not bit-faithful (it stops at other iterates, so the C search may take another path)"})
+    when_no_val: str = field(default="train_holdout", metadata={
+        "help": "datasets without a val split (ImageNet): 'train_holdout' searches C on min(K, 4) "
+                "train images per class outside the K-shot draw (recorded fewshot_val); 'test' "
+                "searches it on the test split as lpclip did (an oracle, recorded oracle_test); "
+                "'fixed' uses c"})
 
 
 def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float, max_iter: int = 1000,
@@ -58,6 +84,27 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float, max
     opt.step(closure)
     w, b = params.detach()[: num_classes * dim].view(num_classes, dim), params.detach()[num_classes * dim:]
     return w.clone(), b.clone()
+
+
+def fit_sklearn(x: torch.Tensor, y: torch.Tensor, c: float, max_iter: int = 1000,
+                tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) from scikit-learn's LogisticRegression with lpclip's arguments (lbfgs, L2, max_iter 1000;
+    multinomial for more than two classes), float64, on the features' device. Every class of the
+    task is in the few-shot draw, so the coefficient rows are the task's classes in label order."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():  # lpclip runs 1000 iterations whether or not they converge
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = LogisticRegression(solver="lbfgs", max_iter=max_iter, tol=tol, C=c).fit(
+            x.detach().cpu().float().numpy(), y.cpu().numpy())
+    w = torch.as_tensor(clf.coef_, dtype=torch.float64, device=x.device)
+    b = torch.as_tensor(clf.intercept_, dtype=torch.float64, device=x.device)
+    if w.shape[0] == 1:  # binary: scikit-learn stores one row; as two-class softmax logits it is (0, z)
+        w, b = torch.cat([torch.zeros_like(w), w]), torch.cat([torch.zeros_like(b), b])
+    return w, b
 
 
 def accuracy(w, b, x, y) -> float:
@@ -90,25 +137,34 @@ def search_c(score, rounds: int = 8) -> tuple[float, list]:
 @register_method
 class LinearProbe(Method):
     name = "linear_probe"
-    version = 1
+    version = 2  # 2: scikit-learn solver by default; C on a train holdout, not on test, without a val split
     inputs = "features"
     Params = LinearProbeParams
 
     def fit(self, task, params: LinearProbeParams) -> Fitted:
-        if params.when_no_val not in ("test", "fixed"):
-            raise BenchError(f"linear_probe: when_no_val must be 'test' or 'fixed', got '{params.when_no_val}'")
+        if params.when_no_val not in NO_VAL_CHOICES:
+            raise BenchError(f"linear_probe: when_no_val must be 'train_holdout', 'test' or 'fixed', "
+                             f"got '{params.when_no_val}'")
+        if params.solver not in SOLVERS:
+            raise BenchError(f"linear_probe: solver must be 'sklearn' or 'torch', got '{params.solver}'")
         dev, k = task.device, task.num_classes
+
+        def fit(x_, y_, classes, c_value):
+            if params.solver == "sklearn":
+                return fit_sklearn(x_, y_, c_value, params.max_iter, params.tol)
+            return fit_logreg(x_, y_, classes, c_value, params.max_iter, params.tol, params.history)
+
         x, y = (t.to(dev) for t in task.features.fewshot_train(task.fewshot, task.seed))
-        val, validation = self._validation(task, params)
+        val, validation, val_info = self._validation(task, params)
         c, trace = params.c, []
         if val is not None:
             xv, yv = (t.to(dev) for t in val)
 
             def score(c_value):
-                return accuracy(*fit_logreg(x, y, k, c_value, params.max_iter, params.tol, params.history), xv, yv)
+                return accuracy(*fit(x, y, k, c_value), xv, yv)
 
             c, trace = search_c(score, params.rounds)
-        w, b = fit_logreg(x, y, k, c, params.max_iter, params.tol, params.history)
+        w, b = fit(x, y, k, c)
 
         def predict(image_features):
             return (image_features.to(w.device).double() @ w.t() + b).float()
@@ -117,17 +173,30 @@ class LinearProbe(Method):
         return Fitted(predict=predict, trainable_params=count, state_bytes=count * 4, validation=validation,
                       metrics={"c": c, "train_accuracy": 100.0 * accuracy(w, b, x, y)},
                       artifacts={"probe.safetensors": _save(w, b)},
-                      config={"c": c, "c_search": [[cv, 100.0 * a] for cv, a in sorted(trace)]})
+                      config={"c": c, "solver": params.solver, **val_info, "c_search": [[cv, 100.0 * a] for cv, a in sorted(trace)]})
 
     @staticmethod
     def _validation(task, params):
+        """(features or None, validation regime for the record, config entries saying where C came from)."""
         if not params.search:
-            return None, "none"
+            return None, "none", _NO_VAL
         if len(task.fewshot.val):
-            return task.features.fewshot_val(task.fewshot), "fewshot_val"
+            return task.features.fewshot_val(task.fewshot), "fewshot_val", \
+                {"val_source": "fewshot_val", "val_items": len(task.fewshot.val)}
         if params.when_no_val == "test":
-            return task.features.test(), "oracle_test"
-        return None, "none"
+            return task.features.test(), "oracle_test", {"val_source": "test", "val_items": len(task.splits.test)}
+        if params.when_no_val == "fixed":
+            return None, "none", _NO_VAL
+        items = holdout_val(task.splits, task.fewshot, task.shots, task.seed)
+        if not items:  # every train image went into the K-shot draw: nothing honest to search on
+            log.warning("linear_probe: %s has no train images outside the %d-shot draw; using c = %g",
+                        task.dataset, task.shots, params.c)
+            return None, "none", _NO_VAL
+        # The store's cache key hashes the item list, so each (shots, seed) draw gets its own entry;
+        # the digest lets two records be checked for the same draw.
+        return task.features.encode("holdout_val", items), "fewshot_val", \
+            {"val_source": "train_holdout", "val_items": len(items),
+             "val_digest": items_digest(items, task.splits.image_root)}
 
 
 def _save(w: torch.Tensor, b: torch.Tensor) -> bytes:

@@ -17,6 +17,7 @@ class ZeroShot(Method):
     name = "zeroshot"
     version = 1
     inputs = "features"
+    uses_fewshot = False  # fit() never reads the few-shot split: one run per dataset serves every shot count
     Params = ZeroShotParams
 
     def fit(self, task, params: ZeroShotParams) -> Fitted:

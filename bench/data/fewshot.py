@@ -51,6 +51,13 @@ def draw_indices(labels: Sequence[int], shots: int, rng: random.Random) -> list[
     return out
 
 
+def _check_draw_args(shots, seed) -> None:
+    if type(shots) is not int or shots < 1:
+        raise BenchError(f"shots must be a positive integer, got {shots!r}")
+    if type(seed) is not int:
+        raise BenchError(f"seed must be an integer, got {seed!r}")
+
+
 def sample_fewshot(splits: DatasetSplits, shots: int, seed: int, draw_val: bool = True) -> FewShot:
     """Draw K train images per class, then (same RNG) min(K, 4) val images per class.
 
@@ -58,10 +65,7 @@ def sample_fewshot(splits: DatasetSplits, shots: int, seed: int, draw_val: bool 
     draw_val=False to skip it explicitly. A class smaller than K contributes all its images, as in
     CoOp (logged, not an error).
     """
-    if type(shots) is not int or shots < 1:
-        raise BenchError(f"shots must be a positive integer, got {shots!r}")
-    if type(seed) is not int:
-        raise BenchError(f"seed must be an integer, got {seed!r}")
+    _check_draw_args(shots, seed)
     rng = random.Random(seed)
     tr = draw_indices([it.label for it in splits.train], shots, rng)
     va = draw_indices([it.label for it in splits.val], min(shots, VAL_SHOTS_MAX), rng) if draw_val else []
@@ -73,6 +77,35 @@ def sample_fewshot(splits: DatasetSplits, shots: int, seed: int, draw_val: bool 
     paths = [it.path for it in splits.train + splits.val]
     root = splits.image_root or (os.path.commonpath(paths) if paths else os.sep)
     return FewShot(train, val, fewshot_digest(train, val, root))
+
+
+def holdout_val(splits: DatasetSplits, fewshot: FewShot, shots: int, seed: int) -> list[Item]:
+    """A validation draw for datasets without a val split (ImageNet): min(K, 4) per class from the
+    train images that are NOT in the K-shot draw, so C can be chosen without looking at test.
+
+    Not part of CoOp's protocol (CoOp has no such draw), so it uses its own RNG, seeded from
+    (seed, shots) with hashlib: never Python's salted hash(), and never the sampler's stream, which
+    must stay bit-identical to CoOp's. Classes are visited in the order of first appearance in the
+    full train list, as the CoOp sampler does; a class with fewer left contributes what it has.
+    Disjointness is by path, so it holds for a draw loaded from CoOp's pickles too.
+    """
+    _check_draw_args(shots, seed)
+    taken = {it.path for it in fewshot.train}
+    rank: dict[int, int] = {}
+    for it in splits.train:
+        rank.setdefault(it.label, len(rank))
+    # A stable sort by class rank keeps each class's list order and makes draw_indices visit the
+    # classes in the full list's order even when a class's first image is in the K-shot draw.
+    rest = sorted((it for it in splits.train if it.path not in taken), key=lambda it: rank[it.label])
+    rng = random.Random(_holdout_seed(shots, seed))
+    return [rest[i] for i in draw_indices([it.label for it in rest], min(shots, VAL_SHOTS_MAX), rng)]
+
+
+def _holdout_seed(shots: int, seed: int) -> int:
+    """63 bits of sha256: the same in every process (bench.task.derived_seed's recipe; importing it
+    here would make the data layer import the engine)."""
+    text = f"holdout_val/{seed}/{shots}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
 def fewshot_digest(train: list[Item], val: list[Item], image_root: str | Path) -> str:

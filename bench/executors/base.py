@@ -105,8 +105,8 @@ def write_crash_record(suite, job, error: str, where: str, wall_s: float, starte
     logfile = log_path(suite.results_dir, job.id)
     record = {"schema": 1, "job_id": job.id, "suite": suite.name, "method": job.method,
               "base_method": job.base, "method_version": job.version, "dataset": job.dataset,
-              "shots": job.shots, "seed": job.seed, "backbone": job.backbone, "params": job.params,
-              "status": "failed", "error": error, "metrics": {}, "device": where,
+              "shots": job.shots, "seed": job.seed, "protocol": job.protocol, "backbone": job.backbone,
+              "params": job.params, "status": "failed", "error": error, "metrics": {}, "device": where,
               "host": platform.node(), "timings": {"wall_s": wall_s}, "artifacts": [],
               "log": str(logfile.relative_to(suite.results_dir)), "log_tail": log_tail(logfile),
               "created_at": now_iso()}

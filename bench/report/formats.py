@@ -28,12 +28,12 @@ def to_md(report) -> str:
         if len(report.sections) > 1:
             parts.append(f"## Backbone {section.backbone}\n")
         for title, table in section_tables(section):
-            parts.append(f"### {title}\n\n" + table.to_markdown(index=False) + "\n")
+            parts.append(f"### {title}\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n")
         parts += [note + "\n" for note in section.notes]
     if report.legend:
         parts.append("### Other configurations\n\n" + "\n".join(f"- `{k}`: {v}" for k, v in report.legend.items())
                      + "\n")
-    parts.append("\n".join(report.footnotes) + "\n")
+    parts.append("\n".join(f"- {note}" for note in report.footnotes) + "\n")
     return "\n".join(parts)
 
 

@@ -95,11 +95,16 @@ def _measured_row(method: str, cells: pd.DataFrame, datasets: list[str]) -> dict
 
 def _paper_row(method: str, cells: pd.DataFrame, datasets: list[str]) -> dict:
     by_ds = cells.set_index("dataset")
-    row = {"Method": method, "Val": cells["validation"].iloc[0]}
+    row = {"Method": method, "Val": _paper_regime(cells)}
     for ds in datasets:
         row[ds] = f"{by_ds.loc[ds, 'mean']:.2f}" if ds in by_ds.index else "–"
     row["Average"] = f"{by_ds.loc['Average', 'mean']:.2f}" if "Average" in by_ds.index else "–"
     return row
+
+
+def _paper_regime(cells: pd.DataFrame) -> str:
+    regime = cells["validation"].iloc[0]
+    return regime + (ORACLE if "oracle_test" in regime else "")
 
 
 def _delta(row: dict, paper: pd.DataFrame) -> str:
@@ -109,8 +114,9 @@ def _delta(row: dict, paper: pd.DataFrame) -> str:
     value = row["_value"]
     if match.empty or math.isnan(value):
         return ""
-    delta = value - float(match["mean"].iloc[0])
-    return f"{delta:+.2f}" + ("" if row["Average"][-1:].isdigit() else SHORT)
+    delta = round(value - float(match["mean"].iloc[0]), 2) + 0.0  # + 0.0: never print -0.00
+    average = row["Average"]
+    return f"{delta:+.2f}" + (SHORT if SHORT in average else "") + (ORACLE if ORACLE in average else "")
 
 
 def leaderboard(summary: pd.DataFrame, datasets: list[str], shots: list[int]) -> pd.DataFrame:
@@ -140,7 +146,7 @@ def published_board(published: pd.DataFrame, shots: list[int]) -> pd.DataFrame:
     rows = []
     for method, group in averages.groupby("method"):
         by_k = group.set_index("shots")["mean"]
-        rows.append({"Method": method, "Val": group["validation"].iloc[0],
+        rows.append({"Method": method, "Val": _paper_regime(group),
                      **{f"{k}-shot": f"{by_k[k]:.2f}" if k in by_k.index else "–" for k in shots}})
     return pd.DataFrame(rows)
 

@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.data.fewshot import fewshot_digest
 from tests.conftest import REPO
 
 runner = CliRunner()
@@ -35,7 +36,7 @@ def records(tasks, suite="smoke"):
     (["run", "--suite", "smoke", "--datasets", "dtd"], "unknown dataset 'dtd'"),
     (["run", "--suite", "smoke", "--backbone", "vit_b61"], "unknown backbone 'vit_b61' (did you mean 'vit_b16'?)"),
     (["list", "method"], "unknown list target 'method' (did you mean 'methods'?)"),
-    (["report", "--suite", "smoke", "--format", "xls"], "--format must be 'md' or 'csv'"),
+    (["report", "--suite", "smoke", "--format", "xls"], "unknown --format 'xls'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tasks, args, message):
     result = bench(*args, "--tasks", str(tasks))
@@ -58,34 +59,64 @@ def test_list_commands(tasks):
     assert "smoke" in bench("list", "suites", "--tasks", str(tasks)).output
 
 
-def test_dry_run_runs_nothing(tasks):
+def test_protocol_typo_in_the_tasks_file_is_one_line_and_exit_2(tasks):
+    text = tasks.read_text()
+    smoke = text.index("[suites.smoke]")
+    typo = text[:smoke] + text[smoke:].replace('protocol = "fewshot"', 'protocol = "fewshots"', 1)
+    assert typo != text  # the repository's smoke suite declares its protocol
+    tasks.write_text(typo)
+    result = bench("run", "--suite", "smoke", "--dry-run", "--tasks", str(tasks))
+    assert result.exit_code == 2, result.output
+    assert "[suites.smoke]: unknown protocol 'fewshots' (did you mean 'fewshot'?)" in " ".join(result.output.split())
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def dry_run_labels(output: str) -> list[str]:
+    return [line.split()[1] for line in output.splitlines() if line.startswith("  ") and "/" in line]
+
+
+def test_dry_run_runs_nothing_and_lists_zeroshot_once_per_dataset(tasks):
     result = bench("run", "--suite", "smoke", "--methods", "zeroshot", "--dry-run", "--tasks", str(tasks))
-    assert result.exit_code == 0 and "12 to run" in result.output
+    assert result.exit_code == 0 and "2 jobs, 0 already done, 2 to run" in result.output
+    assert dry_run_labels(result.output) == ["zeroshot/smoke_shapes/any-shot", "zeroshot/smoke_textures/any-shot"]
+    whole = dry_run_labels(bench("run", "--suite", "smoke", "--dry-run", "--tasks", str(tasks)).output)
+    assert len(whole) == 2 + 5 * 2 * 3 * 2  # zeroshot once per dataset; 5 methods × datasets × shots × seeds
+    assert sorted(label for label in whole if label.startswith("zeroshot/")) == \
+        ["zeroshot/smoke_shapes/any-shot", "zeroshot/smoke_textures/any-shot"]
     assert records(tasks) == []
 
 
 def test_run_resume_force_and_report(tasks):
-    args = ["run", "--suite", "smoke", "--methods", "zeroshot", "--shots", "1,16", "--seeds", "1,2", "--tasks", str(tasks)]
+    # --shots/--seeds select shot tables; the one zero-shot job per dataset belongs to all of them
+    args = ["run", "--suite", "smoke", "--methods", "zeroshot", "--shots", "1,16", "--seeds", "1,2",
+            "--tasks", str(tasks)]
     first = bench(*args)
     assert first.exit_code == 0, first.output
     done = records(tasks)
-    assert len(done) == 8 and all(r["status"] == "ok" for r in done)
+    assert len(done) == 2 and all(r["status"] == "ok" for r in done)
+    assert sorted(r["dataset"] for r in done) == ["smoke_shapes", "smoke_textures"]
     for record in done:  # every field of DESIGN.md's record
-        for key in ("job_id", "method", "method_version", "dataset", "shots", "seed", "backbone", "status",
-                    "error", "metrics", "config", "split", "validation", "trainable_params", "state_bytes",
-                    "timings", "peak_memory_bytes", "device", "git", "versions", "created_at"):
+        for key in ("job_id", "method", "method_version", "dataset", "shots", "seed", "protocol", "backbone",
+                    "status", "error", "metrics", "config", "split", "validation", "trainable_params",
+                    "state_bytes", "timings", "peak_memory_bytes", "device", "git", "versions", "created_at"):
             assert key in record, key
+        assert (record["shots"], record["seed"], record["protocol"]) == (0, 0, "fewshot")
+        assert record["split"]["train_items"] == record["split"]["val_items"] == 0
+        assert record["split"]["fewshot_digest"] == fewshot_digest([], [], "/")  # the empty draw
         chance = 100.0 / record["config"]["num_classes"]
         assert record["metrics"]["top1"] > 2 * chance  # the smoke backbone knows the smoke concepts
         assert record["config"]["backbone"]["quick_gelu"] is True
     again = bench(*args)
-    assert "8 already done, 0 to run" in again.output and len(records(tasks)) == 8
+    assert "2 already done, 0 to run" in again.output and len(records(tasks)) == 2
+    other_filters = bench("run", "--suite", "smoke", "--methods", "zeroshot", "--shots", "4", "--seeds", "2",
+                          "--tasks", str(tasks))
+    assert "2 jobs, 2 already done, 0 to run" in other_filters.output and len(records(tasks)) == 2
     forced = bench(*args, "--force")
-    assert forced.exit_code == 0 and len(records(tasks)) == 16
+    assert forced.exit_code == 0 and len(records(tasks)) == 4
     report = bench("report", "--suite", "smoke", "--tasks", str(tasks), "--out", str(tasks.parent / "r.md"))
-    assert report.exit_code == 0
-    assert "### 1-shot" in report.output and "### 16-shot" in report.output and "| zeroshot" in report.output
-    assert (tasks.parent / "r.md").read_text().strip() == report.output.strip()
+    assert report.exit_code == 0 and "| zeroshot" in report.output
+    assert "### 1-shot" in report.output and "### 16-shot" in report.output and "0-shot" not in report.output
+    assert (tasks.parent / "r.md").read_text().strip() == report.stdout.strip()
 
 
 def test_failed_job_is_recorded_and_the_grid_goes_on(tasks, monkeypatch):
@@ -94,19 +125,19 @@ def test_failed_job_is_recorded_and_the_grid_goes_on(tasks, monkeypatch):
     original = ZeroShot.fit
 
     def flaky(self, task, params):
-        if task.shots == 2:
+        if task.dataset == "smoke_textures":
             raise RuntimeError("boom")
         return original(self, task, params)
 
     monkeypatch.setattr(ZeroShot, "fit", flaky)
     # inline: the patched fit lives in this process (the default executor runs jobs in subprocesses)
-    args = ["run", "--suite", "smoke", "--methods", "zeroshot", "--shots", "1,2", "--seeds", "1", "--tasks", str(tasks),
-            "--executor", "inline"]
+    args = ["run", "--suite", "smoke", "--methods", "zeroshot", "--tasks", str(tasks), "--executor", "inline"]
     result = bench(*args)
     assert result.exit_code == 1 and "RuntimeError: boom" in result.output
-    status = sorted((r["shots"], r["status"]) for r in records(tasks))
-    assert status == [(1, "ok"), (1, "ok"), (2, "failed"), (2, "failed")]
+    assert "failed zeroshot/smoke_textures/any-shot: RuntimeError: boom" in result.output
+    status = sorted((r["dataset"], r["status"]) for r in records(tasks))
+    assert status == [("smoke_shapes", "ok"), ("smoke_textures", "failed")]
     assert all("boom" in r["error"] for r in records(tasks) if r["status"] == "failed")
     monkeypatch.setattr(ZeroShot, "fit", original)
-    rerun = bench(*args)  # only the failed jobs run again
-    assert rerun.exit_code == 0 and "2 already done, 2 to run" in rerun.output
+    rerun = bench(*args)  # only the failed job runs again
+    assert rerun.exit_code == 0 and "1 already done, 1 to run" in rerun.output

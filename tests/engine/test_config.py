@@ -38,11 +38,23 @@ def test_repo_tasks_file_declares_the_protocol(smoke_config):
     (('backbone = "b"', 'backbone = "c"'), "unknown backbone 'c'"),
     (("shots = [1, 2]", "shots = [0]"), "'shots' must be a list of positive integers"),
     (('builtin = "smoke"', 'builtin = "smoke"\nmodel = "RN50"'), "exactly one of"),
+    (('backbone = "b"', 'backbone = "b"\nprotocol = "fewshto"'),
+     "[suites.s]: unknown protocol 'fewshto' (did you mean 'fewshot'?)"),
+    (('backbone = "b"', 'backbone = "b"\nprotocol = "base_to_new"'),
+     "[suites.s]: unknown protocol 'base_to_new' (choose from: fewshot)"),
+    (('backbone = "b"', 'backbone = "b"\nprotocol = 1'), "'protocol' must be a str"),
+    (('backbone = "b"', 'backbone = "b"\nprotocl = "fewshot"'), "unknown key 'protocl' (did you mean 'protocol'?)"),
 ])
 def test_mistakes_are_one_clear_line(tmp_path, edit, message):
     with pytest.raises(BenchError) as info:
         load_text(tmp_path, BASE.replace(*edit))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_protocol_defaults_to_fewshot(tmp_path, smoke_config):
+    assert load_text(tmp_path, BASE).suite("s").protocol == "fewshot"
+    assert load_text(tmp_path, BASE + 'protocol = "fewshot"\n').suite("s").protocol == "fewshot"
+    assert smoke_config.suite("smoke").protocol == smoke_config.suite("coop11").protocol == "fewshot"
 
 
 def test_invalid_toml_and_missing_file(tmp_path):

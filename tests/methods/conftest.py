@@ -25,7 +25,8 @@ def make_task(smoke_ws):
 
     def make(shots, seed=1, dataset=None, features=None):
         dataset = dataset or smoke_ws.suite.datasets[0]
-        job = expand(smoke_ws.suite, ["zeroshot"], datasets=[dataset], shots=[shots], seeds=[seed])[0]
+        # any few-shot method's job gives the (dataset, shots, seed) draw; zeroshot's would give none
+        job = expand(smoke_ws.suite, ["coop"], datasets=[dataset], shots=[shots], seeds=[seed])[0]
         task = smoke_ws.task(job)
         if features is not None:
             root, enabled = features

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from bench.jobs import expand
+from bench.jobs import ANY, expand
 from bench.method import Fitted, params_dict
 from bench.registry import METHODS
 from bench.runner import run_job
@@ -81,3 +81,19 @@ def test_method_runs_through_the_engine(name, smoke_ws):
     record = run_job(job, smoke_ws)
     assert record["status"] == "ok", record.get("error")
     assert 0 <= record["metrics"]["top1"] <= 100
+    expected = (SHOTS, 1) if METHODS.get(name).uses_fewshot else (ANY, ANY)  # shot-independent: one job
+    assert (job.shots, job.seed) == (record["shots"], record["seed"]) == expected
+    assert record["protocol"] == job.protocol == "fewshot"
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if not METHODS.get(n).uses_fewshot])
+def test_shot_independent_method_ignores_the_draw(name, task, smoke_ws):
+    """uses_fewshot = False is a promise: the engine hands such a method no draw at all, so its
+    predictions must equal those it makes from a 16-shot draw."""
+    method = METHODS.get(name)
+    job = expand(smoke_ws.suite, [name], datasets=[task.dataset])[0]
+    empty = smoke_ws.task(job)
+    assert empty.fewshot.train == empty.fewshot.val == [] and (empty.shots, empty.seed) == (ANY, ANY)
+    _, without = fit_and_predict(method, empty, cheapest(method))
+    _, with_draw = fit_and_predict(method, task, cheapest(method))
+    assert len(task.fewshot.train) > 0 and torch.equal(without, with_draw)

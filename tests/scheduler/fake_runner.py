@@ -29,6 +29,7 @@ class FakeJob:
 
     base = property(lambda self: self.method)
     version = 1
+    protocol = "fewshot"  # write_crash_record reads it
     backbone = property(lambda self: {"builtin": "fake"})
     params = property(lambda self: {"fake": self.fake})
     id = property(lambda self: f"{self.method}-{self.dataset}-{self.shots}-{self.seed}")
@@ -63,8 +64,8 @@ def run_job(job, workspace) -> dict:
     print(f"fake job {job.id} running")  # lands in logs/<job_id>.log
     time.sleep(float(behaviour.get("sleep", os.environ.get("FAKE_SLEEP_S", 0))))
     record = {"job_id": job.id, "suite": workspace.suite.name, "method": job.method, "dataset": job.dataset,
-              "shots": job.shots, "seed": job.seed, "backbone": job.backbone, "params": job.params,
-              "metrics": {}, "error": None, "device": str(workspace.device),
+              "shots": job.shots, "seed": job.seed, "protocol": job.protocol, "backbone": job.backbone,
+              "params": job.params, "metrics": {}, "error": None, "device": str(workspace.device),
               "worker": {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                          "workspace_created": workspace.created, "end": time.time()}}
     crash = behaviour.get("crash")

@@ -11,12 +11,14 @@ from typer.testing import CliRunner
 
 from bench import locks
 from bench.cli import app
+from tests.scheduler.fake_runner import executions
 from tests.scheduler.helpers import RUNNER, all_records, wait_for
 
 
 @pytest.fixture
 def tasks(tmp_path):
-    """A suite over two real dataset cards; the fake runner never reads their data."""
+    """A suite over two real dataset cards; the fake runner never reads their data. coop (a few-shot
+    method: one job per cell, 12 in all) so an interrupt lands mid-grid."""
     path = tmp_path / "tasks.toml"
     path.write_text(textwrap.dedent("""
         default_suite = "t"
@@ -29,7 +31,7 @@ def tasks(tmp_path):
         backbone = "tiny"
         data_root = "data"
         results_dir = "results"
-        methods = ["zeroshot"]
+        methods = ["coop"]
     """))
     return path
 
@@ -63,6 +65,29 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_status_shows_the_rest(tasks
     assert locks.try_lock(results, pending[0], where="gpu3#0") is not None  # we are a live holder
     status = bench("status", "--tasks", tasks)
     assert f"1 running, {11 - len(done)} pending" in status.output and "gpu3#0" in status.output
+
+
+def test_zeroshot_runs_once_per_dataset_through_status_and_resume(tasks):
+    tasks.write_text(tasks.read_text().replace('methods = ["coop"]', 'methods = ["zeroshot", "coop"]'))
+    results = tasks.parent / "results"
+    labels = _dry_run(tasks)
+    assert len(labels) == 2 + 12 and sorted(l for l in labels if l.startswith("zeroshot/")) == \
+        ["zeroshot/dtd/any-shot", "zeroshot/eurosat/any-shot"]
+    run = bench("run", "--tasks", tasks, "--gpus", "0", "--runner", RUNNER)
+    assert run.exit_code == 0, run.output
+    zeroshot = [r for r in all_records(results) if r["method"] == "zeroshot"]
+    assert sorted((r["dataset"], r["shots"], r["seed"], r["protocol"]) for r in zeroshot) == \
+        [("dtd", 0, 0, "fewshot"), ("eurosat", 0, 0, "fewshot")]
+    assert len(all_records(results)) == 14
+    assert "14 jobs: 14 done, 0 failed, 0 running, 0 pending" in bench("status", "--tasks", tasks).output
+    again = bench("run", "--tasks", tasks, "--shots", "2", "--seeds", "3", "--runner", RUNNER)
+    assert "4 jobs, 4 already done, 0 to run" in again.output and len(all_records(results)) == 14
+    assert sorted(executions(results)) == sorted(r["job_id"] for r in all_records(results))  # each ran once
+
+
+def _dry_run(tasks):
+    dry = bench("run", "--tasks", tasks, "--dry-run", "--runner", RUNNER)
+    return [line.split()[1] for line in dry.output.splitlines() if line.startswith("  ") and "/" in line]
 
 
 def _job_ids(tasks):

@@ -10,7 +10,8 @@ from tests.scheduler.helpers import all_records
 
 
 def test_inline_and_local_workers_produce_the_same_records(smoke_suite, tmp_path):
-    jobs = expand(smoke_suite, ["zeroshot"], datasets=[smoke_suite.datasets[0]], shots=[1], seeds=[1, 2])
+    jobs = expand(smoke_suite, ["zeroshot"], shots=[1], seeds=[1, 2])  # one shot-independent job per dataset
+    assert len(jobs) == 2 and all(job.shots == job.seed == 0 for job in jobs)
     preflight(smoke_suite, jobs)
     results = {}
     for name, options in (("inline", {"device": "cpu"}), ("local", {"gpus": ["0"]})):
