@@ -12,8 +12,6 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
-
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 
@@ -54,14 +52,23 @@ def artifact_dir(results_dir: Path, record: dict) -> Path:
     return Path(results_dir) / "artifacts" / record["job_id"] / record["created_at"].replace(":", "")
 
 
-def read_records(results_dir: Path) -> list[dict]:
-    """Every readable record; a file that does not parse is logged and left alone, never deleted."""
+def read_records(results_dir: Path, skipped: list | None = None) -> list[dict]:
+    """Every readable record. A file that does not parse, or is not a record (a foreign JSON without a
+    string job_id and created_at), is logged, appended to `skipped` and left alone, never deleted."""
     records = []
     for path in sorted(Path(results_dir).glob("records/*/*/*.json")):
         try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("skipping unreadable record %s: %s", path, exc)
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data, why = None, str(exc)
+        else:
+            why = "not a result record"
+        if isinstance(data, dict) and isinstance(data.get("job_id"), str) and isinstance(data.get("created_at"), str):
+            records.append(data)
+            continue
+        log.warning("skipping %s: %s", path, why)
+        if skipped is not None:
+            skipped.append(path)
     return records
 
 
@@ -73,19 +80,3 @@ def latest_per_job(records: list[dict]) -> dict[str, dict]:
         if current is None or record["created_at"] > current["created_at"]:
             latest[record["job_id"]] = record
     return latest
-
-
-def finished_ids(results_dir: Path) -> set[str]:
-    """Jobs whose latest record is ok: these are skipped on resume."""
-    return {jid for jid, rec in latest_per_job(read_records(results_dir)).items() if rec["status"] == "ok"}
-
-
-def records_frame(results_dir: Path) -> pd.DataFrame:
-    """The latest record per job as a flat DataFrame (one row per job)."""
-    rows = []
-    for record in latest_per_job(read_records(results_dir)).values():
-        row = {k: record.get(k) for k in ("job_id", "method", "dataset", "shots", "seed", "status", "created_at")}
-        row.update({f"metric.{k}": v for k, v in (record.get("metrics") or {}).items()})
-        rows.append(row)
-    columns = ["job_id", "method", "dataset", "shots", "seed", "status", "created_at"]
-    return pd.DataFrame(rows, columns=None if rows else columns)

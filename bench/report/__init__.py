@@ -56,7 +56,7 @@ def build(suite, results_dirs: list[Path] | None = None, all_configs: bool = Fal
     dirs = [Path(d) for d in (results_dirs or [suite.results_dir])]
     loaded = load_records(dirs, suite)
     frame = loaded.frame
-    stale = check_identity(frame) if not frame.empty else 0
+    stale = check_identity(frame)
     usable = frame[frame["in_grid"] & ~frame["stale"]] if not frame.empty else frame
     shown = usable if all_configs else usable[usable["current"]]
     datasets, shots = list(suite.datasets), list(suite.shots)
@@ -91,7 +91,7 @@ def render(report: Report, fmt: str = "md") -> str:
 def _section(label, summary, board_summary, paper, datasets, shots) -> Section:
     section = Section(label)
     for k in shots:
-        table = shot_table(summary, k, datasets, paper)
+        table = shot_table(summary, k, datasets, paper if paper is not None and not paper.empty else None)
         if not table.empty:
             section.shot_tables[k] = table
     section.leaderboard = leaderboard(board_summary, datasets, shots)

@@ -24,7 +24,7 @@ IDENTITY = [
 def check_identity(frame: pd.DataFrame) -> int:
     """Mark `stale` records (older identity within a folder); refuse cross-folder conflicts. Returns the
     number of stale records. Records that do not state a field (old or hand-made ones) are not judged on it."""
-    frame["stale"] = False
+    frame["stale"] = pd.Series(False, index=frame.index, dtype=bool)
     reasons = []
     for what, column, keys in IDENTITY:
         known = frame[frame[column].notna() & frame["in_grid"] & (frame["shots"] > 0 if column == "fewshot_digest"

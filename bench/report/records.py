@@ -59,21 +59,21 @@ class Loaded:
 
 
 def load_records(results_dirs: list[Path], suite) -> Loaded:
-    rows, unreadable = [], 0
+    rows, skipped = [], []
     for folder in results_dirs:
-        for raw in read_records(folder):
+        for raw in read_records(folder, skipped):
             try:
                 record = RecordIn.model_validate(raw)
             except ValidationError as exc:
                 log.warning("skipping a record that is not a bench record in %s: %s", folder, exc.errors()[0]["msg"])
-                unreadable += 1
+                skipped.append(raw.get("job_id"))
                 continue
             if record.status == "ok" and isinstance(record.metrics.get("top1"), (int, float)):
                 rows.append(_row(record, folder))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame = frame.sort_values("created_at").drop_duplicates("job_id", keep="last").reset_index(drop=True)
     _mark(frame, suite)
-    return Loaded(frame, unreadable, list(results_dirs))
+    return Loaded(frame, len(skipped), list(results_dirs))
 
 
 COLUMNS = ["job_id", "method", "base_method", "method_version", "dataset", "shots", "seed", "backbone",
@@ -135,6 +135,8 @@ def _mark(frame: pd.DataFrame, suite) -> None:
     frame["row"] = [m if cur else f"{m}@{h}" for m, cur, h in zip(frame["method"], frame["current"],
                                                                   frame["config_hash"])]
     frame["oracle"] = frame["validation"] == "oracle_test"
+    for flag in ("known", "current", "in_grid", "oracle"):  # bool even when empty: masks, not column lists
+        frame[flag] = frame[flag].astype(bool)
 
 
 def _adopt_unknown_methods(frame: pd.DataFrame) -> None:

@@ -8,7 +8,7 @@ import pytest
 from bench.config import MethodEntry
 from bench.errors import BenchError
 from bench.jobs import ANY, expand, job_for, method_names, stable_id
-from bench.results import finished_ids, latest_per_job, read_records, write_record
+from bench.results import latest_per_job, read_records, write_record
 
 
 def test_grid_expansion_and_filters(smoke_suite):
@@ -94,7 +94,6 @@ def test_records_are_immutable_and_latest_wins(tmp_path):
         write_record(tmp_path, record("b", "2026-01-03T00:00:00.000001+00:00", "ok"))
     latest = latest_per_job(read_records(tmp_path))
     assert latest["a"]["status"] == "ok" and latest["b"]["status"] == "failed"
-    assert finished_ids(tmp_path) == {"a"}
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -104,3 +103,15 @@ def test_unreadable_record_is_skipped_not_deleted(tmp_path):
     bad.write_text("{not json")
     assert [r["job_id"] for r in read_records(tmp_path)] == ["a"]
     assert bad.exists()
+
+
+def test_foreign_json_in_records_is_skipped_not_fatal(tmp_path):
+    write_record(tmp_path, record("a", "2026-01-01T00:00:00.000001+00:00", "ok"))
+    folder = tmp_path / "records" / "m" / "d"
+    for name, text in (("x.json", '{"hello": "world"}'), ("y.json", "[1, 2, 3]"),
+                       ("z.json", '{"job_id": "q", "created_at": 5}'), ("w.json", "\xff\xfe not json")):
+        (folder / name).write_text(text, encoding="latin-1")
+    skipped = []
+    records = read_records(tmp_path, skipped)
+    assert [r["job_id"] for r in records] == ["a"] and len(skipped) == 4
+    assert set(latest_per_job(records)) == {"a"}

@@ -121,6 +121,13 @@ def test_records_outside_the_grid_and_damaged_files_are_counted_not_fatal(smoke)
     assert "No finished results" in render(report)
 
 
+def test_an_empty_results_folder_gives_an_empty_report(smoke, tmp_path):
+    report = build(smoke, [tmp_path])
+    assert not report.sections and "No finished results" in render(report)
+    for fmt in ("csv", "json", "latex", "html"):
+        assert render(report, fmt)
+
+
 def test_cost_table_from_the_records(smoke):
     for seed, fit in ((1, 2.0), (2, 4.0)):
         for ds in SMOKE:
@@ -161,7 +168,7 @@ def test_no_published_comparison_for_other_backbones(smoke):
     record(smoke, "coop", "smoke_shapes", 1, 1, 50.0)
     report = build(smoke, compare="published")
     assert any("No published numbers for backbone" in n for n in report.sections[0].notes)
-    assert "Δ paper" in table(report, 1).columns and table(report, 1).loc["coop", "Δ paper"] == ""
+    assert "Δ paper" not in table(report, 1).columns and report.sections[0].published.empty
     with pytest.raises(BenchError, match="--compare takes 'published'"):
         build(smoke, compare="papers")
 
