@@ -12,6 +12,7 @@ from pathlib import Path
 import open_clip
 import torch
 
+from bench import progress
 from bench.config import BackboneSpec
 from bench.errors import BenchError
 
@@ -36,6 +37,12 @@ class Backbone:
 
 
 def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Backbone:
+    """Progress (bench.progress): one step "loading backbone NAME"."""
+    with progress.step(f"loading backbone {spec.name}"):
+        return _load(spec, device)
+
+
+def _load(spec: BackboneSpec, device) -> Backbone:
     model_name, pretrained, force_quick_gelu = _resolve(spec)
     try:
         model = open_clip.create_model(model_name, pretrained=pretrained or None,

@@ -19,7 +19,24 @@ console = Console()
 err_console = Console(stderr=True)
 
 TasksOpt = typer.Option(None, "--tasks", help="tasks file (default: $BENCH_TASKS, ./tasks.toml, the embedded one)")
+
+
+def _print_version(value: bool) -> None:
+    if value:  # bench/__init__.py only: no torch import, so this answers at once
+        from bench import __version__
+
+        console.print(f"bench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print bench's version and exit")) -> None:
+    pass
 SuiteOpt = typer.Option(None, "--suite", "-s", help="suite name in the tasks file (default: its default_suite)")
+SetOpt = typer.Option(None, "--set", metavar="METHOD.PARAM=VALUE",
+                      help="override a method parameter for this command, after the tasks file (repeatable; "
+                           "VALUE is a TOML literal, else a string); see `bench list params METHOD`")
 
 
 def user_errors(func):
@@ -53,11 +70,9 @@ def csv_list(value: Optional[str], kind=str, name="value") -> list | None:
 
 
 def load_config(tasks: Optional[Path]):
-    from bench import config
-    from bench.data import card_names
-    from bench.registry import METHODS
+    from bench.config import load_config as load  # the tasks file checked against methods and cards
 
-    return config.load(tasks, known_methods=METHODS.names(), known_datasets=card_names())
+    return load(tasks)
 
 
 @app.command()
@@ -83,6 +98,7 @@ def run(
     slurm_timeout_min: Optional[int] = typer.Option(None, help="slurm: time limit per array task, minutes"),
     slurm_gpus: Optional[int] = typer.Option(None, help="slurm: GPUs per array task"),
     runner: Optional[str] = typer.Option(None, hidden=True, help="module providing Workspace/run_job (tests)"),
+    set_: Optional[list[str]] = SetOpt,
 ):
     """Expand the grid into jobs and run the unfinished ones; every job leaves one result record."""
     from bench.commands import run_command
@@ -92,7 +108,8 @@ def run(
                "slurm_timeout_min": slurm_timeout_min, "slurm_gpus": slurm_gpus, "runner": runner}
     run_command(load_config(tasks), console, suite=suite, backbone=backbone, methods=csv_list(methods),
                 datasets=csv_list(datasets), shots=csv_list(shots, int, "shots"), seeds=csv_list(seeds, int, "seeds"),
-                force=force, retry_failed=retry_failed, dry_run=dry_run, executor=executor, executor_options=options)
+                force=force, retry_failed=retry_failed, dry_run=dry_run, executor=executor, executor_options=options,
+                cli_set=set_)
 
 
 @app.command()
@@ -101,12 +118,18 @@ def status(
     suite: Optional[str] = SuiteOpt,
     tasks: Optional[Path] = TasksOpt,
     methods: Optional[str] = typer.Option(None, help="comma-separated methods (default: the suite's)"),
+    datasets: Optional[str] = typer.Option(None, help="comma-separated datasets (default: the suite's)"),
+    shots: Optional[str] = typer.Option(None, help="comma-separated shot counts, e.g. 1,2,4,8,16"),
+    seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 1,2,3"),
     backbone: Optional[str] = typer.Option(None, help="a backbone name from the tasks file's [backbones]"),
+    set_: Optional[list[str]] = SetOpt,
 ):
     """Done / failed / running / pending jobs per method × dataset, from the records and lock files."""
     from bench.commands import status_command
 
-    status_command(load_config(tasks), console, suite=suite, backbone=backbone, methods=csv_list(methods))
+    status_command(load_config(tasks), console, suite=suite, backbone=backbone, methods=csv_list(methods),
+                   datasets=csv_list(datasets), shots=csv_list(shots, int, "shots"),
+                   seeds=csv_list(seeds, int, "seeds"), cli_set=set_)
 
 
 @app.command()
@@ -124,21 +147,43 @@ def report(
     include_oracle: bool = typer.Option(False, "--include-oracle", help="let test-tuned (oracle_test) records "
                                         "into the leaderboard (they stay flagged †)"),
     plots: Optional[Path] = typer.Option(None, "--plots", help="write the plots (PNG + SVG) into this folder"),
+    methods: Optional[str] = typer.Option(None, help="only these methods' rows (default: all)"),
+    datasets: Optional[str] = typer.Option(None, help="only these datasets (default: the suite's)"),
+    shots: Optional[str] = typer.Option(None, help="only these shot tables, e.g. 1,16"),
+    seeds: Optional[str] = typer.Option(None, help="only these seeds (a cell's n counts against them)"),
+    set_: Optional[list[str]] = SetOpt,
 ):
     """Tables from the result records: header, per-shot tables, leaderboard, cost; plots; several formats."""
     from bench.commands import report_command
 
     report_command(load_config(tasks), suite=suite, results=results, out=out, fmt=fmt, all_configs=all_configs,
-                   compare=compare, include_oracle=include_oracle, plots=plots)
+                   compare=compare, include_oracle=include_oracle, plots=plots, methods=csv_list(methods),
+                   datasets=csv_list(datasets), shots=csv_list(shots, int, "shots"),
+                   seeds=csv_list(seeds, int, "seeds"), cli_set=set_)
+
+
+@app.command()
+@user_errors
+def show(
+    job: str = typer.Argument(..., help="a job id or a unique prefix of one (see `bench run --dry-run`)"),
+    suite: Optional[str] = SuiteOpt,
+    tasks: Optional[Path] = TasksOpt,
+):
+    """One job's newest record, readable: status, metrics, config, splits, timings, versions, log."""
+    from bench.show import show_command
+
+    show_command(load_config(tasks), console, job, suite=suite)
 
 
 @app.command("list")
 @user_errors
-def list_(what: str = typer.Argument(..., help="methods | datasets | suites"), tasks: Optional[Path] = TasksOpt):
-    """List registered methods, dataset cards or suites."""
+def list_(what: str = typer.Argument(..., help="methods | datasets | suites | params"),
+          name: Optional[str] = typer.Argument(None, help="params: the method (or tasks-file variant)"),
+          tasks: Optional[Path] = TasksOpt):
+    """List registered methods, dataset cards, suites, or one method's parameters (`list params coop`)."""
     from bench.commands import list_command
 
-    list_command(what, tasks, console)
+    list_command(what, tasks, console, name)
 
 
 from bench.cli_cache import cache_app  # noqa: E402  (sub-apps live in their own modules)

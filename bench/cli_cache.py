@@ -32,7 +32,7 @@ def _fail(message: str):
 @cache_app.command("info")
 def info():
     """Cache folder, then files and size per backbone and dataset."""
-    from bench.features import cache_summary, features_root
+    from bench.cache import cache_summary, features_root
 
     root = features_root()
     rows = cache_summary(root)
@@ -51,7 +51,7 @@ def info():
 def clear(yes: bool = typer.Option(False, "--yes", help="really delete (required)"),
           dataset: Optional[str] = typer.Option(None, "--dataset", help="only this dataset's features")):
     """Delete cached features (everything is recomputed on the next run)."""
-    from bench.features import cache_summary, clear_cache, features_root
+    from bench.cache import cache_summary, clear_cache, features_root
 
     root = features_root()
     rows = [r for r in cache_summary(root) if dataset in (None, r["dataset"])]

@@ -4,31 +4,36 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.config import Config
 from bench.errors import BenchError, unknown
 
 
-def select_suite(cfg: Config, suite_name, backbone_name):
+def select_suite(cfg: Config, suite_name, backbone_name, cli_set=None):
+    """The suite a command works on: --backbone swapped in, --set overrides applied (and checked)."""
+    from bench.jobs import with_cli_set
+
     suite = cfg.suite(suite_name)
     if backbone_name:
         if backbone_name not in cfg.backbones:
             raise unknown("backbone", backbone_name, cfg.backbones)
         suite = dataclasses.replace(suite, backbone=cfg.backbones[backbone_name])
-    return suite
+    return with_cli_set(suite, cli_set)
 
 
 def run_command(cfg, console: Console, *, suite=None, backbone=None, methods=None, datasets=None, shots=None,
                 seeds=None, force=False, retry_failed=False, dry_run=False, executor="local",
-                executor_options: dict | None = None):
+                executor_options: dict | None = None, cli_set=None):
     from bench.executors import make_executor
     from bench.jobs import cell_label, expand
-    from bench.scheduler import pending_jobs, preflight, run_mode
+    from bench.scheduler import pending_jobs, run_mode
 
-    chosen = select_suite(cfg, suite, backbone)
+    chosen = select_suite(cfg, suite, backbone, cli_set)
     mode = run_mode(force, retry_failed)
     jobs = expand(chosen, methods, datasets, shots, seeds)
     todo = pending_jobs(chosen, jobs, force, retry_failed)
@@ -42,36 +47,68 @@ def run_command(cfg, console: Console, *, suite=None, backbone=None, methods=Non
             console.print(f"  {job.id}  {job.label}")
         return
     if not todo:
+        console.print(f"nothing to run; next: {_next_command(cfg, 'report', chosen)}", highlight=False,
+                      soft_wrap=True)
         return
-    preflight(chosen, todo, (executor_options or {}).get("runner") or "bench.runner")
-    result = _run_with_progress(chosen, todo, backend, mode, console)
+    runner = (executor_options or {}).get("runner") or "bench.runner"
+    result = _run_with_progress(chosen, todo, backend, mode, console, runner)
     console.print(f"done: {len(result.ok)} ok, {len(result.failed)} failed"
                   + (f", {len(result.not_run)} not run here (see `bench status`)" if result.not_run else "")
                   + f"; per-job logs in {chosen.results_dir / 'logs'}")
+    if result.ok or result.failed:
+        from bench.status import run_table
+
+        console.print("this run, top-1 % on the test split (mean over the seeds that ran):")
+        console.print(run_table(result.ok + result.failed))
     for record in result.failed:
         label = cell_label(record["method"], record["dataset"], record["shots"], record["seed"])
-        console.print(f"  [red]failed[/] {label}: {record['error']}", highlight=False)
+        console.print(f"  [red]failed[/] {escape(label)}: {escape(str(record['error']))}", highlight=False)
     if result.failed:
         console.print("rerun only the failed ones with --retry-failed")
+    console.print(f"next: {_next_command(cfg, 'report', chosen)}", highlight=False, soft_wrap=True)
+    if result.failed:
         raise SystemExit(1)
 
 
-def _run_with_progress(suite, jobs, executor, mode, console):
-    """The live view while the executor works. Ctrl-C: the executor stops its workers (no record
-    for the interrupted jobs) and KeyboardInterrupt reaches the CLI, which says how to resume."""
-    from bench.scheduler import execute
+def _next_command(cfg, command: str, suite) -> str:
+    """`bench COMMAND --suite S`, plus --tasks when the tasks file is not the one found by default."""
+    from bench.config import default_tasks_path
+
+    import shlex
+
+    text = f"bench {command} --suite {suite.name}"
+    for method, values in suite.cli_set.items():  # the report of a --set run needs the same --set
+        text += "".join(f" --set {shlex.quote(f'{method}.{k}={_toml(v)}')}" for k, v in values.items())
+    try:
+        default = cfg.path.resolve() == default_tasks_path().resolve()
+    except OSError:
+        default = False
+    return text if default else f"{text} --tasks {cfg.path}"
+
+
+def _run_with_progress(suite, jobs, executor, mode, console, runner="bench.runner"):
+    """The live view while the driver checks (and generates) the data and the executor works; the
+    driver's own slow steps reach the view through bench.progress. Ctrl-C: the executor stops its
+    workers (no record for the interrupted jobs) and KeyboardInterrupt reaches the CLI, which says
+    how to resume."""
+    import functools
+
+    from bench import progress
+    from bench.scheduler import execute, preflight
     from bench.status import LiveView
 
-    with LiveView(console, total=len(jobs)) as view:
+    with LiveView(console, total=len(jobs)) as view, progress.reporting_to(functools.partial(view.progress, None)):
+        preflight(suite, jobs, runner)
         return execute(suite, jobs, executor, view, mode)
 
 
-def status_command(cfg, console: Console, *, suite=None, backbone=None, methods=None):
+def status_command(cfg, console: Console, *, suite=None, backbone=None, methods=None, datasets=None, shots=None,
+                   seeds=None, cli_set=None):
     from bench.jobs import expand
     from bench.status import status_table
 
-    chosen = select_suite(cfg, suite, backbone)
-    jobs = expand(chosen, methods)
+    chosen = select_suite(cfg, suite, backbone, cli_set)
+    jobs = expand(chosen, methods, datasets, shots, seeds)
     table, totals, running = status_table(chosen.results_dir, jobs)
     console.print(table)
     console.print(f"{len(jobs)} jobs: " + ", ".join(f"{totals[s]} {s}" for s in ("done", "failed", "running",
@@ -82,7 +119,11 @@ def status_command(cfg, console: Console, *, suite=None, backbone=None, methods=
 
 
 def report_command(cfg, *, suite=None, results=None, out=None, fmt="md", all_configs=False, compare=None,
-                   include_oracle=False, plots=None):
+                   include_oracle=False, plots=None, methods=None, datasets=None, shots=None, seeds=None,
+                   cli_set=None):
+    """--datasets/--shots/--seeds narrow the suite the report is built for (so a cell counts its n
+    against the seeds asked for); --methods keeps only those methods' records (and paper rows)."""
+    from bench.jobs import narrow
     from bench.report import FORMATS, build, render
     from bench.report.formats import summary_csv
 
@@ -98,8 +139,14 @@ def report_command(cfg, *, suite=None, results=None, out=None, fmt="md", all_con
         if target is not None and target.exists() and target.is_dir() == (what == "--out"):
             raise BenchError(f"{what} {target}: " + ("is a folder; give a file name" if what == "--out"
                                                      else "is a file; give a folder"))
-    report = build(cfg.suite(suite), results, all_configs=all_configs, compare=compare,
-                   include_oracle=include_oracle)
+    chosen = narrow(select_suite(cfg, suite, None, cli_set), methods, datasets, shots, seeds)  # before any record
+    report = build(chosen, results, all_configs=all_configs, compare=compare, include_oracle=include_oracle,
+                   methods=chosen.methods if methods else None)
+    filters = [f"--{name} {','.join(map(str, value))}" for name, value in
+               (("methods", methods), ("datasets", datasets), ("shots", shots), ("seeds", seeds)) if value]
+    if filters:
+        report.footnotes.append("Filtered: " + " ".join(filters) + ": records outside the filter are left out; "
+                                f"a cell's n counts against the {len(chosen.seeds)} seed(s) asked for.")
     text = render(report, fmt)
     written = []
     try:
@@ -124,18 +171,80 @@ def report_command(cfg, *, suite=None, results=None, out=None, fmt="md", all_con
         print(f"wrote {path}", file=sys.stderr)
 
 
+def params_table(cfg, name: str | None) -> Table:
+    """`bench list params NAME`: each parameter as its method declares it (bench.schema), and the
+    value the tasks file gives it for NAME (a variant: its base's entry, then its own)."""
+    from bench.jobs import method_names
+    from bench.registry import METHODS
+    from bench.schema import params_spec, range_text
+
+    suite = cfg.suite(None)  # every suite shares the file's [methods] entries
+    known = method_names(suite)
+    if not name:
+        raise BenchError(f"`bench list params` needs a method name (choose from: {', '.join(known)})")
+    if name not in known:
+        raise unknown("method", name, known)
+    entry = suite.method_entries.get(name)
+    base = entry.base if entry else name
+    entries = [e for e in (suite.method_entries.get(base) if base != name else None, entry) if e]
+    title = (f"{name}" + (f" (variant of {base})" if base != name else "")
+             + f": parameters, set with --set {name}.NAME=VALUE")
+    rows, params_cls = [], METHODS.get(base).Params
+    own = set(vars(params_cls).get("__annotations__", {}))  # the method's own fields before shared ones
+    for param, key in sorted(params_spec(params_cls).items(), key=lambda item: item[0] not in own):
+        kind = key.type.__name__ if key.type else "any"
+        if key.items:
+            kind = f"list[{key.items.__name__}]"
+        allowed = " | ".join(map(str, key.choices)) if key.choices is not None else (
+            range_text(key) if key.range else "")
+        file_values = []  # in the order they apply: a later one wins where both apply
+        for e in entries:
+            file_values += [_toml(e.params[param])] if param in e.params else []
+            file_values += [f"{_toml(o.params[param])} on {_where(o)}" for o in e.overrides if param in o.params]
+        rows.append((param, _toml(key.default), kind, allowed, key.help, " → ".join(file_values)))
+    table = Table(title=escape(title))
+    for column in ("parameter", "default", "type", "allowed", "help"):
+        table.add_column(column, overflow="fold")  # (a min_width would stop rich from fitting the terminal)
+    if any(row[-1] for row in rows):  # what the tasks file sets for this name (a later value wins)
+        table.add_column(cfg.path.name, overflow="fold")
+    for row in rows:
+        table.add_row(*map(escape, row[:len(table.columns)]))
+    return table
+
+
+def _toml(value) -> str:
+    """A value as one writes it in tasks.toml or after --set."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    return repr(value)
+
+
+def _where(override) -> str:
+    parts = [",".join(override.datasets)] if override.datasets else []
+    return " ".join(parts + ([f"{','.join(map(str, override.shots))} shots"] if override.shots else [])) or "all"
+
+
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text).strip("_")
 
 
-def list_command(what: str, tasks, console: Console):
-    from bench.cli import load_config
+def list_command(what: str, tasks, console: Console, name: str | None = None):
+    from bench.config import load_config
     from bench.data import card_names, load_card
     from bench.registry import METHODS
 
-    choices = ("methods", "datasets", "suites")
+    choices = ("methods", "datasets", "suites", "params")
     if what not in choices:
         raise unknown("list target", what, choices)
+    if what == "params":
+        console.print(params_table(load_config(tasks), name))
+        return
+    if name:
+        raise BenchError(f"`bench list {what}` takes no name (got '{name}'); `bench list params {name}`?")
     table = Table()
     if what == "methods":
         for col in ("name", "version", "inputs", "from"):

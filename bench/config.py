@@ -1,7 +1,8 @@
-"""tasks.toml → frozen dataclasses, strictly validated.
+"""tasks.toml → frozen dataclasses, strictly validated when the file is read (bench.schema).
 
-Every mistake (unknown key, wrong type, unknown name) raises BenchError with one line that names the
-place in the file and, where it can, the closest valid name.
+Every mistake (unknown key, wrong type, a value out of its declared range, unknown name, a method
+parameter that does not exist or does not fit its declaration) raises BenchError with one line that
+names the place in the file and, where it can, the closest valid name.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
-from bench.errors import BenchError, did_you_mean, unknown
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from bench.errors import BenchError, unknown
+from bench.schema import Key, check, params_spec, type_name
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Suite:
     method_entries: dict  # name -> MethodEntry, every entry in the file (base methods and variants)
     precision: str = "amp"  # amp (bf16/fp16 autocast on GPU) | fp32
     protocol: str = "fewshot"  # the evaluation protocol; part of every job key (PROTOCOLS lists the valid ones)
+    cli_set: dict = field(default_factory=dict)  # method name -> {param: value} from `--set` (bench.jobs.with_cli_set)
 
 
 @dataclass(frozen=True)
@@ -89,23 +91,42 @@ class Config:
         return self.suites[name]
 
 
-SUITE_KEYS = {"datasets": list, "shots": list, "seeds": list, "backbone": str, "data_root": str,
-              "results_dir": str, "methods": list, "precision": str, "protocol": str}
-BACKBONE_KEYS = {"model": str, "pretrained": str, "local_dir": str, "builtin": str}
-OVERRIDE_KEYS = {"datasets": list, "shots": list, "set": dict}
 PROTOCOLS = ("fewshot",)  # implemented protocols; a new one (e.g. base-to-new) gets its own jobs and ids
+PRECISIONS = ("amp", "fp32")
+TOP_SPEC = {"default_suite": Key(str), "backbones": Key(dict), "suites": Key(dict), "methods": Key(dict)}
+BACKBONE_SPEC = {k: Key(str) for k in ("model", "pretrained", "local_dir", "builtin")}
+ENTRY_SPEC = {"base": Key(str), "when": Key(list, items=dict)}  # besides the method's own parameters
+COUNTS = Key(list, required=True, items=int, range=(1, None), nonempty=True, unique=True)
+
+
+def _names(kind: str, known, **extra) -> Key:
+    """A list of names checked against `known` (None: not checked here)."""
+    return Key(list, items=str, choices=None if known is None else tuple(known), kind=kind, unique=True, **extra)
+
+
+def _suite_spec(backbones, known_datasets, known_methods) -> dict[str, Key]:
+    return {"datasets": _names("dataset", known_datasets, required=True, nonempty=True), "shots": COUNTS,
+            "seeds": COUNTS, "backbone": Key(str, required=True, choices=tuple(backbones), kind="backbone"),
+            "data_root": Key(str), "results_dir": Key(str), "methods": _names("method", known_methods),
+            "precision": Key(str, choices=PRECISIONS), "protocol": Key(str, choices=PROTOCOLS, kind="protocol")}
+
+
+def _when_spec(known_datasets) -> dict[str, Key]:
+    return {"datasets": _names("dataset", known_datasets), "set": Key(dict, required=True),
+            "shots": Key(list, items=int, range=(1, None), unique=True)}
 
 
 def default_tasks_path() -> Path:
-    """--tasks beats BENCH_TASKS beats ./tasks.toml beats the repository's embedded tasks.toml."""
+    """--tasks beats BENCH_TASKS beats ./tasks.toml beats the tasks.toml installed with bench."""
     if os.environ.get("BENCH_TASKS"):
         return Path(os.environ["BENCH_TASKS"])
     local = Path("tasks.toml")
-    return local if local.exists() else REPO_ROOT / "tasks.toml"
+    return local if local.exists() else Path(str(files("bench") / "tasks.toml"))
 
 
 def expand_path(text: str, base: Path) -> Path:
-    """Expand ${VAR:-default} and ~; relative paths are relative to the tasks file's folder."""
+    """Expand ${VAR:-default} and ~; a relative path is relative to `base`: the loader passes the
+    current working directory, never the tasks file's folder (the embedded one is in site-packages)."""
 
     def env(match: re.Match) -> str:
         return os.environ.get(match.group(1)) or (match.group(3) or "")
@@ -115,22 +136,27 @@ def expand_path(text: str, base: Path) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def load(path: Path | None = None, known_methods=None, known_datasets=None) -> Config:
-    """Parse and validate a tasks file. Names are checked against the given registries."""
+def load_config(tasks: Path | None = None) -> Config:
+    """The tasks file checked against the registered methods (names and parameters) and dataset cards."""
+    from bench.data.cards import card_names
+    from bench.registry import METHODS
+
+    return load(tasks, known_methods=METHODS.names(), known_datasets=card_names(),
+                params_of=lambda base: METHODS.get(base).Params)
+
+
+def load(path: Path | None = None, known_methods=None, known_datasets=None, params_of=None) -> Config:
+    """Parse and validate a tasks file. Names are checked against the given registries; with
+    `params_of(base method) → its Params dataclass`, so is every method parameter (bench.schema)."""
     path = Path(path) if path else default_tasks_path()
-    if not path.exists():
-        raise BenchError(f"tasks file not found: {path} (pass --tasks FILE or set BENCH_TASKS)")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchError(f"{path}: invalid TOML: {exc}") from None
-    _check_keys(raw, {"default_suite": str, "backbones": dict, "suites": dict, "methods": dict}, str(path))
-    where = f"{path}"
-    backbones = {n: _backbone(n, t, f"{where} [backbones.{n}]") for n, t in raw.get("backbones", {}).items()}
-    entries = _method_entries(raw.get("methods", {}), where, known_methods)
-    suites = {}
-    for name, table in raw.get("suites", {}).items():
-        suites[name] = _suite(name, table, backbones, entries, path, known_datasets, known_methods)
+    raw = check(_read(path), TOP_SPEC, str(path))
+    backbones = {n: _backbone(n, t, f"{path} [backbones.{n}]") for n, t in raw.get("backbones", {}).items()}
+    entries = {n: _method_entry(n, t, path, known_methods, known_datasets, params_of)
+               for n, t in raw.get("methods", {}).items()}
+    methods = None if known_methods is None else sorted(set(entries) | set(known_methods))
+    spec = _suite_spec(backbones, known_datasets, methods)
+    suites = {n: _suite(n, check(t, spec, f"{path} [suites.{n}]"), backbones, entries)
+              for n, t in raw.get("suites", {}).items()}
     if not suites:
         raise BenchError(f"{path}: no [suites.NAME] table; declare at least one suite")
     default = raw.get("default_suite", next(iter(suites)))
@@ -139,77 +165,61 @@ def load(path: Path | None = None, known_methods=None, known_datasets=None) -> C
     return Config(path=path, default_suite=default, suites=suites, backbones=backbones)
 
 
-def _check_keys(table: dict, allowed: dict, where: str) -> None:
-    for key, value in table.items():
-        if key not in allowed:
-            raise BenchError(f"{where}: unknown key '{key}'{did_you_mean(key, allowed)}")
-        want = allowed[key]
-        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise BenchError(f"{where}: '{key}' must be a {want.__name__}, got {type(value).__name__}")
+def _read(path: Path) -> dict:
+    if not path.exists():
+        raise BenchError(f"tasks file not found: {path} (pass --tasks FILE or set BENCH_TASKS)")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read the tasks file: {exc.strerror or exc}") from None
 
 
-def _backbone(name: str, table: dict, where: str) -> BackboneSpec:
-    _check_keys(table, BACKBONE_KEYS, where)
-    sources = [k for k in ("model", "local_dir", "builtin") if table.get(k)]
+def _backbone(name: str, table, where: str) -> BackboneSpec:
+    fields = check(table, BACKBONE_SPEC, where)
+    sources = [k for k in ("model", "local_dir", "builtin") if fields.get(k)]
     if len(sources) != 1:
         raise BenchError(f"{where}: give exactly one of model (+ pretrained), local_dir or builtin")
-    return BackboneSpec(name=name, **table)
+    return BackboneSpec(name=name, **fields)
 
 
-def _method_entries(raw: dict, where: str, known_methods) -> dict:
-    entries = {}
-    for name, table in raw.items():
-        if not isinstance(table, dict):
-            raise BenchError(f"{where}: [methods.{name}] must be a table of parameter overrides")
-        table = dict(table)
-        base = table.pop("base", name)
-        overrides = tuple(_override(o, f"{where} [[methods.{name}.when]]") for o in table.pop("when", []))
-        if known_methods is not None and base not in known_methods:
-            raise BenchError(f"{where}: [methods.{name}]: {unknown('method', base, known_methods)}")
-        entries[name] = MethodEntry(name=name, base=base, params=table, overrides=overrides)
-    return entries
-
-
-def _override(table, where: str) -> Override:
+def _method_entry(name: str, table, path: Path, known_methods, known_datasets, params_of) -> MethodEntry:
+    """[methods.NAME]: `base`, `when` and parameter overrides, each parameter checked against the
+    base method's declaration (type, range, choices) when `params_of` is given."""
+    where = f"{path} [methods.{name}]"
     if not isinstance(table, dict):
-        raise BenchError(f"{where}: each entry must be a table with datasets/shots/set")
-    _check_keys(table, OVERRIDE_KEYS, where)
-    return Override(tuple(table.get("datasets", ())), tuple(table.get("shots", ())), dict(table.get("set", {})))
+        raise BenchError(f"{where}: must be a table of parameter overrides, got {type_name(table)}")
+    head = check({k: v for k, v in table.items() if k in ENTRY_SPEC}, ENTRY_SPEC, where)
+    base = head.get("base", name)
+    if known_methods is not None and base not in known_methods:
+        raise BenchError(f"{where}: {unknown('method', base, known_methods)}")
+    spec = params_spec(params_of(base)) if params_of else None
+    params = {k: v for k, v in table.items() if k not in ENTRY_SPEC}
+    if spec is not None:
+        params = check(params, spec, where, noun="parameter")
+    overrides = tuple(_override(o, f"{path} [[methods.{name}.when]] #{i + 1}", known_datasets, spec)
+                      for i, o in enumerate(head.get("when", ())))
+    return MethodEntry(name=name, base=base, params=params, overrides=overrides)
 
 
-def _suite(name, table, backbones, entries, path, known_datasets, known_methods) -> Suite:
-    where = f"{path} [suites.{name}]"
-    _check_keys(table, SUITE_KEYS, where)
-    for key in ("datasets", "shots", "seeds", "backbone"):
-        if key not in table:
-            raise BenchError(f"{where}: missing required key '{key}'")
-    for key in ("shots", "seeds"):
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in table[key]):
-            raise BenchError(f"{where}: '{key}' must be a list of positive integers")
-    if known_datasets is not None:
-        for ds in table["datasets"]:
-            if ds not in known_datasets:
-                raise BenchError(f"{where}: {unknown('dataset', ds, known_datasets)}")
-    if table["backbone"] not in backbones:
-        raise BenchError(f"{where}: {unknown('backbone', table['backbone'], backbones)}")
-    precision = table.get("precision", "amp")
-    if precision not in ("amp", "fp32"):
-        raise BenchError(f"{where}: precision must be 'amp' or 'fp32', got '{precision}'")
-    protocol = table.get("protocol", "fewshot")
-    if protocol not in PROTOCOLS:
-        raise BenchError(f"{where}: {unknown('protocol', protocol, PROTOCOLS)}")
-    methods = tuple(table.get("methods", ()))
-    if known_methods is not None:
-        valid = set(entries) | set(known_methods)
-        for method in methods:
-            if method not in valid:
-                raise BenchError(f"{where}: {unknown('method', method, valid)}")
-    base = path.parent
+def _override(table, where: str, known_datasets, spec) -> Override:
+    fields = check(table, _when_spec(known_datasets), where)
+    values = check(fields["set"], spec, where, noun="parameter") if spec is not None else dict(fields["set"])
+    return Override(tuple(fields.get("datasets", ())), tuple(fields.get("shots", ())), values)
+
+
+def _suite(name: str, table: dict, backbones: dict, entries: dict) -> Suite:
+    """A [suites.NAME] table already checked against _suite_spec."""
+    base = Path.cwd()  # relative data_root/results_dir: the working directory (see expand_path)
     return Suite(
         name=name, datasets=tuple(table["datasets"]), shots=tuple(table["shots"]),
         seeds=tuple(table["seeds"]), backbone=backbones[table["backbone"]],
         data_root=expand_path(table.get("data_root", "${BENCH_DATA:-data}"), base),
         results_dir=expand_path(table.get("results_dir", f"results/{name}"), base),
-        methods=methods, method_entries=entries, precision=precision, protocol=protocol,
+        methods=tuple(table.get("methods", ())), method_entries=entries,
+        precision=table.get("precision", "amp"), protocol=table.get("protocol", "fewshot"),
     )
 

@@ -20,12 +20,14 @@ import logging
 import os
 import tempfile
 import time
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from bench import progress
+from bench.cache import cache_root, cache_summary, clear_cache, features_root, items_digest  # noqa: F401 (API)
 from bench.data.images import load_image
 from bench.data.transforms import test_transform, train_transform
 
@@ -33,24 +35,6 @@ log = logging.getLogger(__name__)
 FEATURE_LAYER = "image_embedding"  # encode_image output: after the projection, not normalised
 FORMAT = 2  # bump when the file layout or the key changes
 ENCODE_BATCH = 256
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("BENCH_CACHE") or "~/.cache/bench").expanduser()
-
-
-def features_root() -> Path:
-    return cache_root() / "features"
-
-
-def items_digest(items, image_root: str = "") -> str:
-    """Order matters (a view's randomness uses the item's position), so the list is hashed in order.
-    Paths are taken relative to the image root so the digest is the same on every machine."""
-    digest = hashlib.sha256()
-    for item in items:
-        path = os.path.relpath(item.path, image_root) if image_root else item.path
-        digest.update(f"{PurePath(path).as_posix()}\t{item.label}\n".encode())
-    return digest.hexdigest()
 
 
 class _Plain(torch.utils.data.Dataset):
@@ -116,7 +100,8 @@ class FeatureStore:
         self.stats["disk_hits"] += len(epochs) - len(missing)
         if missing:
             labels = torch.tensor([it.label for it in items], dtype=torch.long)
-            feats = self._compute_views(items, seed, missing, scale)
+            feats = self._compute_views(items, seed, missing, scale,
+                                        f"encoding {self.splits.name}/fewshot_train views (seed {seed})")
             for j, e in enumerate(missing):
                 found[e] = (feats[j], labels)
                 self._write(keys[e], found[e])
@@ -135,7 +120,7 @@ class FeatureStore:
         result = self._read(key) if self.enabled else None
         if result is None:
             labels = torch.tensor([it.label for it in items], dtype=torch.long)
-            result = (self._compute_plain(items), labels)
+            result = (self._compute_plain(items, f"encoding {self.splits.name}/{split}"), labels)
             self.stats["computed"] += 1
             self._write(key, result)
         else:
@@ -233,23 +218,34 @@ class FeatureStore:
         self.stats["encode_s"] += time.perf_counter() - started
         return torch.cat(out)
 
-    def _compute_plain(self, items) -> torch.Tensor:
+    def _compute_plain(self, items, stage: str = "encoding images") -> torch.Tensor:
+        """Progress (bench.progress): images encoded of len(items)."""
         b = self.backbone
         data = _Plain(items, test_transform(b.image_size, mean=b.mean, std=b.std))
-        feats = [self._run(images) for images in self._loader(data, ENCODE_BATCH)]
+        feats, done = [], 0
+        if items:
+            progress.report(stage, 0, len(items))
+        for images in self._loader(data, ENCODE_BATCH):
+            feats.append(self._run(images))
+            done += len(images)
+            progress.report(stage, done, len(items))
         return torch.cat(feats) if feats else torch.empty(0, b.model.visual.output_dim, dtype=self._store_dtype())
 
-    def _compute_views(self, items, seed, epochs, scale) -> torch.Tensor:
-        """[E, N, D] for the given epochs: batches hold whole items × all epochs (one decode each)."""
+    def _compute_views(self, items, seed, epochs, scale, stage: str = "encoding views") -> torch.Tensor:
+        """[E, N, D] for the given epochs: batches hold whole items × all epochs (one decode each).
+        Progress (bench.progress): images (item × epoch views) encoded of len(items) × len(epochs)."""
         b = self.backbone
         transform = train_transform(b.image_size, scale=scale, mean=b.mean, std=b.std)
         out = torch.empty(len(epochs), len(items), b.model.visual.output_dim, dtype=self._store_dtype())
-        start = 0
+        start, total = 0, len(items) * len(epochs)
+        if total:
+            progress.report(stage, 0, total)
         for views in self._loader(_Views(items, transform, seed, epochs), max(1, ENCODE_BATCH // len(epochs))):
             n = len(views)  # views: [n items, E, 3, H, W]
             feats = self._run(views.flatten(0, 1)).view(n, len(epochs), -1)
             out[:, start:start + n] = feats.transpose(0, 1)
             start += n
+            progress.report(stage, start * len(epochs), total)
         return out
 
 
@@ -277,37 +273,3 @@ def _payload_sha(feats: torch.Tensor, labels: torch.Tensor) -> str:
     for t in (feats, labels):
         digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-# ---------------------------------------------------------------- maintenance (`bench cache ...`)
-def cache_summary(root: Path | None = None) -> list[dict]:
-    """One row per (backbone, dataset) folder: files and bytes. Backbone names come from backbone.json."""
-    root = Path(root) if root else features_root()
-    rows = []
-    for bdir in sorted(p for p in root.glob("*") if p.is_dir()):
-        try:
-            info = json.loads((bdir / "backbone.json").read_text())
-        except (OSError, ValueError):
-            info = {}
-        name = info.get("name") or info.get("model") or "?"
-        for ddir in sorted(p for p in bdir.iterdir() if p.is_dir()):
-            files = [f for f in ddir.iterdir() if f.is_file()]
-            rows.append({"backbone": name, "digest": bdir.name, "dataset": ddir.name, "files": len(files),
-                         "bytes": sum(f.stat().st_size for f in files)})
-    return rows
-
-
-def clear_cache(root: Path | None = None, dataset: str | None = None) -> tuple[int, int]:
-    """Delete cached features (of one dataset, or all). Returns (files, bytes) removed."""
-    root = Path(root) if root else features_root()
-    files = bytes_ = 0
-    for bdir in (p for p in root.glob("*") if p.is_dir()):
-        for ddir in (p for p in bdir.iterdir() if p.is_dir() and dataset in (None, p.name)):
-            for f in ddir.iterdir():
-                if f.is_file():
-                    bytes_ += f.stat().st_size
-                    f.unlink()
-                    files += 1
-            with contextlib.suppress(OSError):
-                ddir.rmdir()
-    return files, bytes_

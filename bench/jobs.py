@@ -6,8 +6,10 @@ salted hash()), so ids are equal across processes and machines."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import tomllib
 from dataclasses import dataclass
 
 from bench.config import Suite
@@ -85,8 +87,41 @@ def resolve_params(suite: Suite, method: str, dataset: str, shots: int) -> tuple
         values.update(suite.method_entries[base].params_for(dataset, shots))  # a variant inherits its base
     if entry:
         values.update(entry.params_for(dataset, shots))
-    params = build_params(cls, values, where=f"[methods.{method}]: ")
+    values.update(suite.cli_set.get(method, {}))  # `--set` beats the tasks file, for this name only
+    params = build_params(cls, values, where=f"[methods.{method}]")
     return base, params_dict(params)
+
+
+def parse_set(assignments) -> dict[str, dict]:
+    """`--set METHOD.PARAM=VALUE` (repeatable) → {method: {param: value}}. VALUE is a TOML literal
+    (4, 0.3, true, "a b", [0.5, 1.0]); anything else is taken as a string (`--set coop.ctx_init=a_photo`)."""
+    sets: dict[str, dict] = {}
+    for text in assignments or ():
+        target, eq, raw = text.partition("=")
+        method, dot, param = target.strip().partition(".")
+        if not (eq and dot and method and param):
+            raise BenchError(f"--set takes METHOD.PARAM=VALUE (e.g. coop.n_ctx=4), got '{text}'")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        sets.setdefault(method, {})[param.strip()] = value
+    return sets
+
+
+def with_cli_set(suite: Suite, assignments) -> Suite:
+    """The suite with `--set` overrides applied (after the tasks file's, for exactly the method name
+    given: a variant does not inherit its base's --set), each checked like a tasks-file value."""
+    sets = parse_set(assignments)
+    if not sets:
+        return suite
+    merged = {name: dict(values) for name, values in suite.cli_set.items()}
+    for method, values in sets.items():
+        if method not in method_names(suite):
+            raise BenchError(f"--set {method}: {unknown('method', method, method_names(suite))}")
+        build_params(METHODS.get(_base(suite, method)), values, where=f"--set {method}")
+        merged.setdefault(method, {}).update(values)
+    return dataclasses.replace(suite, cli_set=merged)
 
 
 def job_for(suite: Suite, method: str, dataset: str, shots: int, seed: int, backbone: dict) -> Job | None:
@@ -119,6 +154,22 @@ def expand(suite: Suite, methods=None, datasets=None, shots=None, seeds=None) ->
                     job = job_for(suite, method, dataset, k, seed, backbone)
                     jobs.setdefault(job.id, job)
     return list(jobs.values())
+
+
+def narrow(suite: Suite, methods=None, datasets=None, shots=None, seeds=None) -> Suite:
+    """The suite restricted to the given filters (None: keep the suite's list), checked the way
+    `bench run`'s filters are (an unknown method or dataset: did-you-mean). Shot counts and seeds
+    are free, as in expand: a report may ask about records of an older grid."""
+    changes = {}
+    if methods:
+        changes["methods"] = tuple(_methods(suite, methods))
+    if datasets:
+        changes["datasets"] = tuple(_subset("dataset", datasets, suite.datasets))
+    if shots:
+        changes["shots"] = tuple(shots)
+    if seeds:
+        changes["seeds"] = tuple(seeds)
+    return dataclasses.replace(suite, **changes) if changes else suite
 
 
 def _methods(suite: Suite, chosen) -> list[str]:

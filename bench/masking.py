@@ -13,24 +13,24 @@ weights, "all_linear" = attention and MLP weights of the blocks (Zhao et al.; no
 ModifiedResNet, "attn" = the stem's conv1 plus the attention-pool projections, "conv" = the selected
 bottlenecks' convolutions, "all_linear" = every convolution and projection weight.
 Saved masks are packed bits (numpy.packbits) in an .npz: 28.9M entries ≈ 3.6 MB for ViT-B/16.
+numpy, torch and open_clip are imported inside the functions: method files import this module, and
+the CLI lists and validates their parameters without paying for torch.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import math
 from pathlib import Path
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from open_clip.modified_resnet import ModifiedResNet
-from open_clip.transformer import VisionTransformer
-from torch.func import functional_call
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 VIT_TARGETS = {"attn": ("attn.in_proj_weight", "attn.out_proj.weight"),
@@ -52,7 +52,11 @@ def _block_range(count: int, first: int, last: int) -> range:
 
 def mask_targets(visual: torch.nn.Module, targets: str = "attn", first_block: int = 0,
                  last_block: int = -1) -> list[str]:
-    """Names (relative to `visual`) of the weights to mask, in parameter order."""
+    """Names (relative to `visual`) of the weights to mask, in parameter order. Which `targets` exist
+    depends on the encoder's architecture, so that check stays here (the parameter declares them all)."""
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.transformer import VisionTransformer
+
     if isinstance(visual, VisionTransformer):
         if targets not in VIT_TARGETS:
             raise BenchError(f"unknown mask targets '{targets}' for a ViT (choose from: {', '.join(VIT_TARGETS)})")
@@ -77,18 +81,24 @@ def mask_targets(visual: torch.nn.Module, targets: str = "attn", first_block: in
     return sorted(set(names), key=order.__getitem__)
 
 
-class _StraightThrough(torch.autograd.Function):
-    """W ⊙ 1[S > τ] forward; the gradient reaches S as if the mask were W-scaled identity."""
+@functools.lru_cache(maxsize=1)
+def _straight_through():
+    """The autograd.Function W ⊙ 1[S > τ] forward; the gradient reaches S as if the mask were W-scaled
+    identity. Defined on first use: a torch subclass at module level would import torch with the module."""
+    import torch
 
-    @staticmethod
-    def forward(ctx, weight, scores, threshold):
-        ctx.save_for_backward(weight)  # a reference to the frozen tensor, not a copy
-        return weight * (scores > threshold).to(weight.dtype)
+    class StraightThrough(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, weight, scores, threshold):
+            ctx.save_for_backward(weight)  # a reference to the frozen tensor, not a copy
+            return weight * (scores > threshold).to(weight.dtype)
 
-    @staticmethod
-    def backward(ctx, grad):
-        (weight,) = ctx.saved_tensors
-        return None, (grad * weight).float(), None
+        @staticmethod
+        def backward(ctx, grad):
+            (weight,) = ctx.saved_tensors
+            return None, (grad * weight).float(), None
+
+    return StraightThrough
 
 
 class MaskScores:
@@ -102,20 +112,19 @@ class MaskScores:
         self.scores = [self._init(p, init, value, sparsity, generator) for p in self.frozen]
 
     def _init(self, weight, init, value, sparsity, generator):
-        if init == "constant":
-            scores = torch.full(weight.shape, float(value))
-        elif init == "uniform":
-            if not 0 < sparsity < 1:
-                raise BenchError(f"uniform mask init needs 0 < init_sparsity < 1, got {sparsity}")
-            # U(0, τ/p): a fraction p of the scores starts at or below τ, i.e. masked
-            scores = torch.rand(weight.shape, generator=generator) * (self.threshold / sparsity)
-        else:
-            raise BenchError(f"unknown mask init '{init}' (choose from: constant, uniform)")
-        return scores.to(weight.device).requires_grad_(True)
+        """init ∈ {constant, uniform} and 0 < sparsity < 1 are checked where the parameters are read
+        (MaskTuningParams declares them); an unknown init here is a programming error (KeyError)."""
+        import torch
+
+        make = {"constant": lambda: torch.full(weight.shape, float(value)),
+                # U(0, τ/p): a fraction p of the scores starts at or below τ, i.e. masked
+                "uniform": lambda: torch.rand(weight.shape, generator=generator) * (self.threshold / sparsity)}
+        return make[init]().to(weight.device).requires_grad_(True)
 
     def weights(self) -> dict[str, torch.Tensor]:
         """Masked weights whose gradient flows straight through to the scores (for training)."""
-        return {n: _StraightThrough.apply(w, s, self.threshold) for n, w, s in zip(self.names, self.frozen, self.scores)}
+        mask = _straight_through().apply
+        return {n: mask(w, s, self.threshold) for n, w, s in zip(self.names, self.frozen, self.scores)}
 
     def l2(self) -> torch.Tensor:
         """Σ_t ‖S_t‖₂: the plain L2 norm of each score tensor, summed."""
@@ -133,11 +142,15 @@ def apply_masks(visual, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 def encode(visual, weights: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """The encoder's output with `weights` swapped in for this call only."""
+    from torch.func import functional_call
+
     return functional_call(visual, weights, (images,), tie_weights=False, strict=False)
 
 
 def class_logits(features: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
     """CLIP's classifier: logit_scale · norm(image) @ textᵀ, in fp32."""
+    import torch.nn.functional as F
+
     return scale * F.normalize(features.float(), dim=-1) @ text.t()
 
 
@@ -179,6 +192,8 @@ def packed_bytes(masks: dict[str, torch.Tensor]) -> int:
 
 def pack_masks(masks: dict[str, torch.Tensor], threshold: float, meta: dict | None = None) -> bytes:
     """An .npz: bits_i = numpy.packbits of mask i (flattened, 1 = kept), shape_i, names, τ, meta JSON."""
+    import numpy as np
+
     arrays = {"names": np.array(list(masks), dtype=np.str_), "threshold": np.array(float(threshold)),
               "meta": np.array(json.dumps(meta or {}, sort_keys=True))}
     for i, mask in enumerate(masks.values()):
@@ -191,6 +206,9 @@ def pack_masks(masks: dict[str, torch.Tensor], threshold: float, meta: dict | No
 
 def read_masks(path) -> tuple[dict[str, torch.Tensor], dict]:
     """(masks, info) from a file written by pack_masks; info has threshold and the training meta."""
+    import numpy as np
+    import torch
+
     try:
         with np.load(Path(path), allow_pickle=False) as data:
             masks = {}

@@ -1,7 +1,9 @@
 """The method protocol: what a method file declares and what it hands back to the engine.
 
 A method is a class with `name`, `version`, `Params` (a frozen dataclass of hyperparameters with
-defaults; a field's `metadata["help"]` documents it), `inputs` and `uses_fewshot`:
+defaults; a field's metadata documents it: "help", and optionally "range" = (low, high) with None for
+no bound, "open" = True to exclude the bounds, "choices" = a tuple; bench.schema checks them when the
+tasks file or `--set` is read, so fit() never re-checks them), `inputs` and `uses_fewshot`:
 - "features": the predictor maps frozen image embeddings [N, D] to logits (the engine caches them);
 - "images": the predictor maps normalised image batches [N, 3, H, W] to logits.
 `uses_fewshot = False` declares that fit() ignores the few-shot split, shots and seed (zero-shot CLIP):
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 if TYPE_CHECKING:  # workers unpickle Jobs without paying for a torch import
     import torch
 
-from bench.errors import BenchError, did_you_mean
+from bench.schema import check, params_spec
 
 
 @dataclass
@@ -45,31 +47,10 @@ class Method:
 
 
 def build_params(method: type[Method], values: dict, where: str = ""):
-    """Defaults of `method.Params` updated by `values`; unknown names and wrong types are user errors."""
-    fields = {f.name: f for f in dataclasses.fields(method.Params)}
-    clean = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise BenchError(f"{where}method '{method.name}' has no parameter '{key}'{did_you_mean(key, fields)}")
-        clean[key] = _coerce(method.name, fields[key], value)
+    """Defaults of `method.Params` updated by `values`, each checked against the field's declared type,
+    range and choices (bench.schema): a mistake is one BenchError line that starts with `where`."""
+    clean = check(values, params_spec(method.Params), where or f"method '{method.name}'", noun="parameter")
     return method.Params(**clean)
-
-
-def _coerce(method_name: str, f: dataclasses.Field, value):
-    default = f.default if f.default is not dataclasses.MISSING else None
-    if isinstance(default, bool) or isinstance(value, bool):
-        if not isinstance(value, bool) or (default is not None and not isinstance(default, bool)):
-            raise BenchError(f"method '{method_name}': parameter '{f.name}' must be "
-                             f"{type(default).__name__}, got {value!r}")
-        return value
-    if isinstance(default, float) and isinstance(value, int):
-        return float(value)
-    if isinstance(default, tuple) and isinstance(value, list):
-        return tuple(value)
-    if default is not None and not isinstance(value, type(default)):
-        raise BenchError(f"method '{method_name}': parameter '{f.name}' must be "
-                         f"{type(default).__name__}, got {value!r}")
-    return value
 
 
 def params_dict(params) -> dict:

@@ -20,7 +20,7 @@ import torch
 
 from bench import __version__
 from bench.backbone import load_backbone
-from bench.config import REPO_ROOT, Suite
+from bench.config import Suite
 from bench.data import FewShot, load_card, load_splits, sample_fewshot
 from bench.data.fewshot import fewshot_digest
 from bench.features import FeatureStore
@@ -138,6 +138,7 @@ def _success_fields(job, task, fitted: Fitted, top1: float, workspace) -> dict:
         "status": "ok",
         "metrics": {"top1": top1, **fitted.metrics},
         "config": {"params": job.params, "method": fitted.config, "precision": workspace.suite.precision,
+                   "cli_set": workspace.suite.cli_set.get(job.method, {}),  # `--set` overrides behind params
                    "backbone": task.backbone.describe(), "data_root": str(workspace.suite.data_root),
                    "num_classes": task.num_classes, "templates": list(task.templates)},
         "split": {"split_digest": task.splits.split_digest, "fewshot_digest": task.fewshot.digest,
@@ -178,16 +179,23 @@ def _device_name(device: torch.device) -> str:
 
 @lru_cache(maxsize=1)
 def git_state() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    """sha + dirty flag of the git checkout bench's own source runs from; both None for an installed
+    wheel, even one whose site-packages lies inside some other checkout (bench's files untracked)."""
+    package_dir = Path(__file__).resolve().parent
 
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=package_dir, capture_output=True, text=True, timeout=10)
+
+    unknown_state = {"sha": None, "dirty": None}
     try:
+        if git("ls-files", "--error-unmatch", "--", Path(__file__).name).returncode != 0:
+            return unknown_state  # no git, no checkout, or a checkout that does not track this file
         sha = git("rev-parse", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.TimeoutExpired):
-        return {"sha": None, "dirty": None}
-    if sha.returncode != 0:
-        return {"sha": None, "dirty": None}
+        return unknown_state
+    if sha.returncode != 0 or dirty.returncode != 0:
+        return unknown_state
     return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 

@@ -12,12 +12,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from bench import progress
 from bench.config import Suite
 from bench.executors import DEFAULT_RUNNER, Executor, Gate, Listener
 from bench.locks import sweep_stale
 from bench.results import latest_per_job, now_iso, read_records
 
-if TYPE_CHECKING:  # bench.jobs imports torch (via bench.method); a driver does not need it
+if TYPE_CHECKING:  # only for annotations
     from bench.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ def pending_jobs(suite: Suite, jobs: list[Job], force: bool = False, retry_faile
 
 def preflight(suite: Suite, jobs: list[Job], runner: str = DEFAULT_RUNNER) -> None:
     """Fail fast, before any job starts, when a dataset is unusable (the doctor's message). A runner
-    module may bring its own `preflight(suite, jobs)` (the scheduler tests' fake runner does)."""
+    module may bring its own `preflight(suite, jobs)` (the scheduler tests' fake runner does).
+    Progress (bench.progress): one step "generating dataset NAME" per smoke dataset not yet there."""
     custom = getattr(importlib.import_module(runner), "preflight", None) if runner != DEFAULT_RUNNER else None
     if custom is not None:
         custom(suite, jobs)
@@ -55,9 +57,13 @@ def preflight(suite: Suite, jobs: list[Job], runner: str = DEFAULT_RUNNER) -> No
     for name in sorted({job.dataset for job in jobs}):
         card = load_card(name)
         if card.synthetic:  # smoke datasets are generated on first use
-            from bench.data.synthetic import ensure_generated
+            from bench.data.synthetic import ensure_generated, is_complete
 
-            ensure_generated(card, suite.data_root)
+            if is_complete(card, suite.data_root):
+                ensure_generated(card, suite.data_root)
+            else:  # the live view shows the wait (bench.progress)
+                with progress.step(f"generating dataset {name}"):
+                    ensure_generated(card, suite.data_root)
         ensure_usable(card, suite.data_root)
 
 

@@ -1,17 +1,50 @@
 """Shared training pieces: optimisers, the CoOp-style schedule (a constant warm-up epoch inside the
 epoch budget, then cosine annealing stepped once per epoch), the AMP policy, mini-batch order, and the
-loop that trains a small head or prompt on cached augmented views (CoOp's image side, CLIP-Adapter)."""
+loop that trains a small head or prompt on cached augmented views (CoOp's image side, CLIP-Adapter),
+and the per-epoch log line every training method writes to its job log.
+
+torch is imported inside the functions: method files import this module for their Params, and the
+CLI lists and validates those without paying for torch."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SGDParams:
+    """CoOp's optimiser, schedule and augmentation, shared by CoOp and CLIP-Adapter (declared once)."""
+
+    lr: float = field(default=0.002, metadata={"help": "SGD learning rate (cosine, 1 warm-up epoch at 1e-5)",
+                                               "range": (0.0, None)})
+    batch_size: int = field(default=32, metadata={"help": "mini-batch size", "range": (1, None)})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum", "range": (0.0, 1.0)})
+    weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay", "range": (0.0, None)})
+    warmup_epochs: int = field(default=1, metadata={"help": "constant warm-up epochs inside the budget",
+                                                    "range": (0, None)})
+    warmup_lr: float = field(default=1e-5, metadata={"help": "learning rate of the warm-up epochs",
+                                                     "range": (0.0, None)})
+    aug_scale: tuple = field(default=(0.08, 1.0), metadata={"help": "RandomResizedCrop scale range",
+                                                            "range": (0.0, 1.0)})
+
+
+def log_epoch(method: str, epoch: int, epochs: int, loss: float, lr: float) -> None:
+    """One INFO line per epoch (0-based `epoch`); workers send INFO to the job's log file."""
+    log.info("%s epoch %d/%d loss %.4f lr %.3g", method, epoch + 1, epochs, loss, lr)
 
 
 def sgd(params, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
+    import torch
+
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
@@ -43,15 +76,21 @@ def coop_epochs(shots: int, dataset: str, imagenet_epochs: int = 50) -> int:
 # ---------------------------------------------------------------- precision
 def use_fp16(device, precision: str) -> bool:
     """AMP means fp16 autocast on CUDA (as CoOp's fp16 runs); CPU always runs fp32."""
+    import torch
+
     return precision == "amp" and torch.device(device).type == "cuda"
 
 
 def autocast(device, precision: str):
+    import torch
+
     return torch.autocast("cuda", dtype=torch.float16) if use_fp16(device, precision) else contextlib.nullcontext()
 
 
 def grad_scaler(device, precision: str) -> torch.amp.GradScaler:
     """Loss scaling keeps small fp16 gradients (prompt vectors get ~1e-4) from flushing to zero."""
+    import torch
+
     return torch.amp.GradScaler("cuda", enabled=use_fp16(device, precision))
 
 
@@ -59,6 +98,8 @@ def grad_scaler(device, precision: str) -> torch.amp.GradScaler:
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """A shuffled epoch as index batches. Like Dassl, the last partial batch is dropped only when the
     train set holds at least one full batch (a 1-shot set smaller than the batch still trains)."""
+    import torch
+
     order = torch.randperm(n, generator=generator)
     batches = list(order.split(batch_size))
     if n >= batch_size and len(batches[-1]) < batch_size:
@@ -69,15 +110,19 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[t
 def train_on_views(views: Sequence, loss_fn: Callable, params: list, *, epochs: int, lr: float,
                    batch_size: int, generator: torch.Generator, device, precision: str = "fp32",
                    momentum: float = 0.9, weight_decay: float = 5e-4, warmup_epochs: int = 1,
-                   warmup_lr: float = 1e-5) -> list[float]:
+                   warmup_lr: float = 1e-5, name: str = "train") -> list[float]:
     """SGD with CoOp's schedule; epoch e trains on `views[e]` = (features [N, D], labels [N]).
-    `loss_fn(features, labels)` returns the mini-batch loss. Returns the mean loss of every epoch."""
+    `loss_fn(features, labels)` returns the mini-batch loss. Returns the mean loss of every epoch,
+    each also logged (log_epoch) under the method's `name`."""
+    import torch
+
     device = torch.device(device)
     opt = sgd(params, lr, momentum, weight_decay)
     scaler = grad_scaler(device, precision)
     losses = []
     for epoch in range(epochs):
-        set_lr(opt, coop_lr(epoch, epochs, lr, warmup_epochs, warmup_lr))
+        epoch_lr = coop_lr(epoch, epochs, lr, warmup_epochs, warmup_lr)
+        set_lr(opt, epoch_lr)
         feats, labels = (t.to(device, non_blocking=True) for t in views[epoch])
         total, steps = torch.zeros((), device=device), 0
         for idx in epoch_batches(len(labels), batch_size, generator):
@@ -90,10 +135,13 @@ def train_on_views(views: Sequence, loss_fn: Callable, params: list, *, epochs: 
             scaler.update()
             total, steps = total + loss.detach().float(), steps + 1
         losses.append(float(total) / max(steps, 1))  # one sync per epoch, not per step
+        log_epoch(name, epoch, epochs, losses[-1], epoch_lr)
     return losses
 
 
 def peak_memory_bytes(device) -> int:
     """Peak allocated accelerator memory since the last reset (0 on CPU)."""
+    import torch
+
     device = torch.device(device)
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0

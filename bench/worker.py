@@ -7,9 +7,10 @@ while there are any), and a crash still costs only the job that was running: the
 job's failed record and starts a fresh worker for the rest.
 
 Protocol: length-prefixed pickles. The parent writes a WorkerSpec, then one Job per message on our
-stdin; we answer ("ready", pid) once and a summary dict per job on the original stdout. Everything a
-job prints (Python, C libraries, logging) goes to <results_dir>/logs/<job_id>.log because fds 1 and 2
-are redirected to that file while the job runs.
+stdin; we answer ("ready", pid) once and a summary dict per job on the original stdout; while a job
+runs, ("progress", stage, done, total) messages (bench.progress reports, throttled) precede its
+summary. Everything a job prints (Python, C libraries, logging) goes to <results_dir>/logs/<job_id>.log
+because fds 1 and 2 are redirected to that file while the job runs.
 """
 
 from __future__ import annotations
@@ -98,23 +99,28 @@ def _banner(job) -> str:
 
 
 def serve(spec: WorkerSpec, inbox, outbox) -> None:
+    from bench import progress
     from bench.executors.base import log_path, summarize
 
     sys.path[:0] = [p for p in spec.sys_path if p not in sys.path]
     runner = importlib.import_module(spec.runner)
     send(outbox, ("ready", os.getpid()))
     workspace = None
-    while (job := recv(inbox)) is not None:
-        with _output_to(log_path(spec.suite.results_dir, job.id)):
-            print(_banner(job), flush=True)
-            try:
-                if workspace is None:  # built inside the first job so its errors land in that job's log
-                    workspace = runner.Workspace(spec.suite, device=spec.device, feature_cache=spec.feature_cache)
-                record = runner.run_job(job, workspace)
-            except BaseException:  # the driver records the job as failed when we exit
-                log.exception("worker exits: %s raised outside the job's own error handling", job.label)
-                raise
-        send(outbox, summarize(record))
+    # bench.progress reports (backbone, features) go to the driver's live view, throttled
+    forward = progress.Throttle(lambda stage, done, total: send(outbox, ("progress", stage, done, total)))
+    with progress.reporting_to(forward):
+        while (job := recv(inbox)) is not None:
+            with _output_to(log_path(spec.suite.results_dir, job.id)):
+                print(_banner(job), flush=True)
+                try:
+                    if workspace is None:  # built inside the first job so its errors land in that job's log
+                        workspace = runner.Workspace(spec.suite, device=spec.device,
+                                                     feature_cache=spec.feature_cache)
+                    record = runner.run_job(job, workspace)
+                except BaseException:  # the driver records the job as failed when we exit
+                    log.exception("worker exits: %s raised outside the job's own error handling", job.label)
+                    raise
+            send(outbox, summarize(record))
 
 
 def main() -> None:

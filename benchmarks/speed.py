@@ -7,7 +7,7 @@ with caching disabled (every job re-encodes its images). Reports the ratio and s
     python benchmarks/speed.py --shots 1,4,16 --seeds 1
     python benchmarks/speed.py --methods zeroshot,linear_probe,clip_adapter,coop,mask_tuning,rmt
 
-GPU mode: real dataset sizes on synthetic JPEGs (PROTOCOL §1 counts: real class count, real test split,
+GPU mode: real dataset sizes on synthetic JPEGs (docs/protocol.md §1 counts: real class count, real test split,
 a few-shot-sized train/val list) and a random-init ViT-B/16 (tasks.toml backbone `vit_b16_random`;
 speed does not depend on weight values). Times the feature-cache fill and each job's fit and evaluation.
 `--scale` shrinks class and image counts alike and `--epoch-cap` caps epochs, to smoke-test the code path:

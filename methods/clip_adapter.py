@@ -11,47 +11,45 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
-import torch.nn.functional as F
-
-from bench.errors import BenchError
 from bench.method import Fitted, Method
 from bench.registry import register_method
-from bench.train import coop_epochs, train_on_views
+from bench.train import SGDParams, coop_epochs, train_on_views
 
 
 @dataclass(frozen=True)
-class ClipAdapterParams:
+class ClipAdapterParams(SGDParams):  # + CoOp's optimiser, schedule and aug_scale (bench.train.SGDParams)
     ratio: float = field(default=0.2, metadata={"help": "residual ratio: weight of the adapted feature "
-                                                        "(the paper tunes it per dataset)"})
-    reduction: int = field(default=4, metadata={"help": "bottleneck width = D / reduction"})
+                                                        "(the paper tunes it per dataset)", "range": (0.0, 1.0)})
+    reduction: int = field(default=4, metadata={"help": "bottleneck width = D / reduction", "range": (1, None)})
     epochs: int = field(default=0, metadata={"help": "0 = CoOp's rule (1 shot 50, 2/4 shots 100, 8/16 "
-                                                     "shots 200) and 200 on ImageNet (Tip-Adapter paper)"})
-    imagenet_epochs: int = field(default=200, metadata={"help": "epochs on ImageNet when epochs = 0"})
-    lr: float = field(default=0.002, metadata={"help": "SGD learning rate (cosine, 1 warm-up epoch at 1e-5)"})
-    batch_size: int = field(default=32, metadata={"help": "mini-batch size"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
-    weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay"})
-    warmup_epochs: int = field(default=1, metadata={"help": "constant warm-up epochs inside the budget"})
-    warmup_lr: float = field(default=1e-5, metadata={"help": "learning rate of the warm-up epochs"})
-    aug_scale: tuple = field(default=(0.08, 1.0), metadata={"help": "RandomResizedCrop scale range"})
+                                                     "shots 200) and 200 on ImageNet (Tip-Adapter paper)",
+                                             "range": (0, None)})
+    imagenet_epochs: int = field(default=200, metadata={"help": "epochs on ImageNet when epochs = 0",
+                                                        "range": (1, None)})
 
 
-class Adapter(torch.nn.Module):
-    def __init__(self, dim: int, reduction: int, generator: torch.Generator):
-        super().__init__()
-        hidden = max(1, dim // reduction)
-        self.down = torch.nn.Linear(dim, hidden, bias=False)
-        self.up = torch.nn.Linear(hidden, dim, bias=False)
-        for layer in (self.down, self.up):  # nn.Linear's default init, drawn from the task's RNG
-            torch.nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+def make_adapter(dim: int, reduction: int, generator):
+    """The bottleneck: a ModuleDict (down, up) so this file imports without torch; see `adapt`."""
+    import torch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.up(F.relu(self.down(x))))
+    hidden = max(1, dim // reduction)
+    adapter = torch.nn.ModuleDict({"down": torch.nn.Linear(dim, hidden, bias=False),
+                                   "up": torch.nn.Linear(hidden, dim, bias=False)})
+    for layer in adapter.values():  # nn.Linear's default init, drawn from the task's RNG
+        torch.nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    return adapter
 
 
-def adapted_logits(adapter, feats, text, ratio: float, scale: float) -> torch.Tensor:
-    mixed = ratio * adapter(feats) + (1 - ratio) * feats
+def adapt(adapter, x):
+    import torch.nn.functional as F
+
+    return F.relu(adapter["up"](F.relu(adapter["down"](x))))
+
+
+def adapted_logits(adapter, feats, text, ratio: float, scale: float):
+    import torch.nn.functional as F
+
+    mixed = ratio * adapt(adapter, feats) + (1 - ratio) * feats
     return scale * F.normalize(mixed, dim=-1) @ text.t().to(mixed.dtype)
 
 
@@ -63,11 +61,10 @@ class ClipAdapter(Method):
     Params = ClipAdapterParams
 
     def fit(self, task, params: ClipAdapterParams) -> Fitted:
-        if params.reduction < 1 or not 0.0 <= params.ratio <= 1.0:
-            raise BenchError(f"clip_adapter: need reduction ≥ 1 and 0 ≤ ratio ≤ 1, got "
-                             f"{params.reduction} and {params.ratio}")
+        import torch.nn.functional as F
+
         text, scale = task.text_features(), task.logit_scale
-        adapter = Adapter(text.shape[1], params.reduction, task.generator("clip_adapter", "init")).to(task.device)
+        adapter = make_adapter(text.shape[1], params.reduction, task.generator("clip_adapter", "init")).to(task.device)
         epochs = params.epochs or coop_epochs(task.shots, task.dataset, params.imagenet_epochs)
         views = task.features.train_views(task.fewshot, task.seed, epochs, params.aug_scale)
 
@@ -79,7 +76,7 @@ class ClipAdapter(Method):
                                 generator=task.generator("clip_adapter", "batches"), device=task.device,
                                 precision=task.precision, momentum=params.momentum,
                                 weight_decay=params.weight_decay, warmup_epochs=params.warmup_epochs,
-                                warmup_lr=params.warmup_lr)
+                                warmup_lr=params.warmup_lr, name=self.name)
         adapter.eval().requires_grad_(False)
 
         def predict(image_features):
@@ -89,10 +86,10 @@ class ClipAdapter(Method):
         return Fitted(predict=predict, trainable_params=count, state_bytes=count * 4,
                       metrics={"train_loss_last_epoch": losses[-1]},
                       artifacts={"adapter.safetensors": _save(adapter)},
-                      config={"epochs": epochs, "hidden": adapter.down.out_features})
+                      config={"epochs": epochs, "hidden": adapter["down"].out_features})
 
 
-def _save(adapter: torch.nn.Module) -> bytes:
+def _save(adapter) -> bytes:
     from safetensors.torch import save
 
     return save({k: v.detach().cpu().contiguous() for k, v in adapter.state_dict().items()})

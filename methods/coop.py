@@ -12,36 +12,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-import torch.nn.functional as F
-
 from bench.errors import BenchError
 from bench.method import Fitted, Method
 from bench.registry import register_method
-from bench.train import autocast, coop_epochs, train_on_views
+from bench.train import SGDParams, autocast, coop_epochs, train_on_views
 
 POSITIONS = ("end", "middle", "front")
 
 
 @dataclass(frozen=True)
-class CoOpParams:
-    n_ctx: int = field(default=16, metadata={"help": "number of context vectors (ignored with ctx_init)"})
+class CoOpParams(SGDParams):  # + CoOp's optimiser, schedule and aug_scale (bench.train.SGDParams)
+    n_ctx: int = field(default=16, metadata={"help": "number of context vectors (ignored with ctx_init)",
+                                             "range": (1, None)})
     ctx_init: str = field(default="", metadata={"help": "initialise from a phrase, e.g. 'a photo of a' "
                                                        "(n_ctx = its token count); empty = N(0, init_std²)"})
-    init_std: float = field(default=0.02, metadata={"help": "std of the random context init"})
-    class_token_position: str = field(default="end", metadata={"help": "end | middle | front"})
+    init_std: float = field(default=0.02, metadata={"help": "std of the random context init", "range": (0.0, None)})
+    class_token_position: str = field(default="end", metadata={"help": "where the class name goes in the prompt",
+                                                               "choices": POSITIONS})
     csc: bool = field(default=False, metadata={"help": "class-specific context (one set per class; with "
                                                        "ctx_init each starts from the phrase, where CoOp's "
                                                        "code silently drops CSC)"})
     epochs: int = field(default=0, metadata={"help": "0 = CoOp's rule: 1 shot 50, 2/4 shots 100, "
-                                                     "8/16 shots 200; ImageNet 50"})
-    lr: float = field(default=0.002, metadata={"help": "SGD learning rate (cosine, 1 warm-up epoch at 1e-5)"})
-    batch_size: int = field(default=32, metadata={"help": "mini-batch size"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
-    weight_decay: float = field(default=5e-4, metadata={"help": "SGD weight decay"})
-    warmup_epochs: int = field(default=1, metadata={"help": "constant warm-up epochs inside the budget"})
-    warmup_lr: float = field(default=1e-5, metadata={"help": "learning rate of the warm-up epochs"})
-    aug_scale: tuple = field(default=(0.08, 1.0), metadata={"help": "RandomResizedCrop scale range"})
+                                                     "8/16 shots 200; ImageNet 50", "range": (0, None)})
 
 
 def text_tower(model):
@@ -52,9 +44,11 @@ def text_tower(model):
     return tower
 
 
-def encode_token_embeddings(tower, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+def encode_token_embeddings(tower, x, eot):
     """open_clip CLIP.encode_text from token embeddings x [C, L, W] (L ≤ context length): + positional
     → transformer with the causal mask → ln_final → feature at the EOT position → text projection."""
+    import torch
+
     n = x.shape[1]
     cast = tower.transformer.get_cast_dtype()
     x = x.to(cast) + tower.positional_embedding[:n].to(cast)
@@ -67,14 +61,14 @@ def encode_token_embeddings(tower, x: torch.Tensor, eot: torch.Tensor) -> torch.
     return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
 
 
-class PromptLearner(torch.nn.Module):
-    """Learnable context + the frozen token embeddings of every class's prompt, assembled by indexing."""
+class PromptLearner:
+    """Learnable context + the frozen token embeddings of every class's prompt, assembled by indexing.
+    A plain object holding tensors (not an nn.Module, so this file imports without torch): `ctx` is
+    the one Parameter; `fixed`, `eot` and `slot` are constants."""
 
-    def __init__(self, tower, tokenizer, classnames, params: CoOpParams, generator: torch.Generator):
-        super().__init__()
-        if params.class_token_position not in POSITIONS:
-            raise BenchError(f"coop: class_token_position must be one of {POSITIONS}, "
-                             f"got '{params.class_token_position}'")
+    def __init__(self, tower, tokenizer, classnames, params: CoOpParams, generator):
+        import torch
+
         embed = tower.token_embedding
         with torch.no_grad():
             ctx, prefix = self._init_ctx(embed, tokenizer, params, generator)
@@ -88,26 +82,35 @@ class PromptLearner(torch.nn.Module):
                                 params.class_token_position)
             base = embed(tokens[:, :length]).float()
             src = src.to(base.device)[..., None].expand(-1, -1, base.shape[-1])
-            self.register_buffer("fixed", base.gather(1, src))
-        self.register_buffer("eot", eot)
-        self.register_buffer("slot", slot)  # position → context index, -1 where the token is fixed
+            self.fixed = base.gather(1, src)
+        self.eot = eot
+        self.slot = slot  # position → context index, -1 where the token is fixed
         self.ctx = torch.nn.Parameter(ctx.float())
         self.csc = params.csc
 
+    def to(self, device) -> "PromptLearner":
+        import torch
+
+        self.fixed, self.eot, self.slot = (t.to(device) for t in (self.fixed, self.eot, self.slot))
+        self.ctx = torch.nn.Parameter(self.ctx.detach().to(device))  # still a leaf: made before the optimiser
+        return self
+
     @staticmethod
     def _init_ctx(embed, tokenizer, params: CoOpParams, generator):
+        import torch
+
         if params.ctx_init:
             phrase = params.ctx_init.replace("_", " ").strip()
             tokens = tokenizer([phrase]).to(embed.weight.device)
             n_ctx = int(tokens.argmax(-1)) - 1
             return embed(tokens)[0, 1:1 + n_ctx].float().cpu(), phrase
-        if params.n_ctx < 1:
-            raise BenchError(f"coop: n_ctx must be ≥ 1, got {params.n_ctx}")
         ctx = torch.randn(params.n_ctx, embed.weight.shape[1], generator=generator) * params.init_std
         return ctx, " ".join(["X"] * params.n_ctx)
 
-    def prompts(self) -> torch.Tensor:
+    def prompts(self):
         """Token embeddings [C, L, W] of every class prompt with the current context."""
+        import torch
+
         index = self.slot.clamp(min=0)
         if self.csc:
             ctx = self.ctx[torch.arange(len(self.ctx), device=index.device)[:, None], index]
@@ -116,10 +119,12 @@ class PromptLearner(torch.nn.Module):
         return torch.where(self.slot[..., None] >= 0, ctx.to(self.fixed.dtype), self.fixed)
 
 
-def _layout(n_ctx: int, name_lens: torch.Tensor, length: int, position: str):
+def _layout(n_ctx: int, name_lens, length: int, position: str):
     """For each class: which template token fills each position (src) and which context vector (slot).
     The template is [SOT] X×n_ctx name . [EOT] pad; "front" moves the name before the context and
     "middle" puts it between the two halves (CoOp's layouts). Total length never changes."""
+    import torch
+
     classes = len(name_lens)
     pos = torch.arange(length).expand(classes, -1)
     lens = name_lens.cpu()[:, None]
@@ -142,6 +147,9 @@ class CoOp(Method):
     Params = CoOpParams
 
     def fit(self, task, params: CoOpParams) -> Fitted:
+        import torch
+        import torch.nn.functional as F
+
         tower = text_tower(task.backbone.model)
         learner = PromptLearner(tower, task.backbone.tokenizer, task.classnames, params,
                                 task.generator("coop", "init")).to(task.device)
@@ -158,7 +166,7 @@ class CoOp(Method):
                                 batch_size=params.batch_size, generator=task.generator("coop", "batches"),
                                 device=task.device, precision=task.precision, momentum=params.momentum,
                                 weight_decay=params.weight_decay, warmup_epochs=params.warmup_epochs,
-                                warmup_lr=params.warmup_lr)
+                                warmup_lr=params.warmup_lr, name=self.name)
         with torch.no_grad(), autocast(task.device, task.precision):  # fixed at test time: once
             text = F.normalize(encode_token_embeddings(tower, learner.prompts(), learner.eot).float(), dim=-1)
 
@@ -172,7 +180,7 @@ class CoOp(Method):
                       config={"epochs": epochs, "n_ctx": ctx.shape[-2], "prompt_length": learner.fixed.shape[1]})
 
 
-def _save(ctx: torch.Tensor) -> bytes:
+def _save(ctx) -> bytes:
     from safetensors.torch import save
 
     return save({"ctx": ctx.contiguous()})

@@ -28,12 +28,8 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-import torch
-import torch.nn.functional as F
-
+from bench.cache import items_digest
 from bench.data import holdout_val
-from bench.errors import BenchError
-from bench.features import items_digest
 from bench.method import Fitted, Method
 from bench.registry import register_method
 
@@ -47,25 +43,31 @@ _NO_VAL = {"val_source": "none", "val_items": 0}
 @dataclass(frozen=True)
 class LinearProbeParams:
     search: bool = field(default=True, metadata={"help": "search C on the validation split (else use c)"})
-    c: float = field(default=0.316, metadata={"help": "inverse L2 strength when search = false"})
-    rounds: int = field(default=8, metadata={"help": "bisection rounds after the coarse grid"})
-    max_iter: int = field(default=1000, metadata={"help": "L-BFGS iterations per fit (lpclip: 1000)"})
-    tol: float = field(default=1e-4, metadata={"help": "stop when max |gradient| ≤ tol (scikit-learn's tol)"})
-    history: int = field(default=100, metadata={"help": "torch solver only: L-BFGS memory (scipy's is 10)"})
-    solver: str = field(default="sklearn", metadata={
+    c: float = field(default=0.316, metadata={"help": "inverse L2 strength when search = false",
+                                              "range": (0.0, None), "open": True})
+    rounds: int = field(default=8, metadata={"help": "bisection rounds after the coarse grid", "range": (0, None)})
+    max_iter: int = field(default=1000, metadata={"help": "L-BFGS iterations per fit (lpclip: 1000)",
+                                                  "range": (1, None)})
+    tol: float = field(default=1e-4, metadata={"help": "stop when max |gradient| ≤ tol (scikit-learn's tol)",
+                                               "range": (0.0, None), "open": True})
+    history: int = field(default=100, metadata={"help": "torch solver only: L-BFGS memory (scipy's is 10)",
+                                                "range": (1, None)})
+    solver: str = field(default="sklearn", metadata={"choices": SOLVERS,
         "help": "'sklearn': lpclip's exact LogisticRegression(solver='lbfgs', max_iter=1000) on the CPU "
                 "(faithful); 'torch': L-BFGS in torch, GPU-capable and faster on big sets, same objective "
                 "but not bit-faithful (it stops at other iterates, so the C search may take another path)"})
-    when_no_val: str = field(default="train_holdout", metadata={
+    when_no_val: str = field(default="train_holdout", metadata={"choices": NO_VAL_CHOICES,
         "help": "datasets without a val split (ImageNet): 'train_holdout' searches C on min(K, 4) "
                 "train images per class outside the K-shot draw (recorded fewshot_val); 'test' "
                 "searches it on the test split as lpclip did (an oracle, recorded oracle_test); "
                 "'fixed' uses c"})
 
 
-def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float, max_iter: int = 1000,
-               tol: float = 1e-4, history: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_logreg(x, y, num_classes: int, c: float, max_iter: int = 1000, tol: float = 1e-4, history: int = 100):
     """(W [K, D], b [K]) minimising mean CE + ‖W‖²/(2·C·N) from zero, as scikit-learn's lbfgs does."""
+    import torch
+    import torch.nn.functional as F
+
     x = x.double()
     n, dim = x.shape
     params = torch.zeros(num_classes * (dim + 1), dtype=torch.float64, device=x.device, requires_grad=True)
@@ -86,20 +88,22 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, c: float, max
     return w.clone(), b.clone()
 
 
-def fit_sklearn(x: torch.Tensor, y: torch.Tensor, c: float, max_iter: int = 1000,
-                tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_sklearn(x, y, c: float, max_iter: int = 1000, tol: float = 1e-4):
     """(W, b) from scikit-learn's LogisticRegression with lpclip's arguments (lbfgs, L2, max_iter 1000;
-    multinomial for more than two classes), float64, on the features' device. Every class of the
+    multinomial for more than two classes), on the features' device. The features go in as float64,
+    as lpclip's do (its extractor saves them through .tolist(), so np.load gives float64; float32
+    input makes scikit-learn stop at another iterate). Every class of the
     task is in the few-shot draw, so the coefficient rows are the task's classes in label order."""
     import warnings
 
+    import torch
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     with warnings.catch_warnings():  # lpclip runs 1000 iterations whether or not they converge
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf = LogisticRegression(solver="lbfgs", max_iter=max_iter, tol=tol, C=c).fit(
-            x.detach().cpu().float().numpy(), y.cpu().numpy())
+            x.detach().cpu().double().numpy(), y.cpu().numpy())
     w = torch.as_tensor(clf.coef_, dtype=torch.float64, device=x.device)
     b = torch.as_tensor(clf.intercept_, dtype=torch.float64, device=x.device)
     if w.shape[0] == 1:  # binary: scikit-learn stores one row; as two-class softmax logits it is (0, z)
@@ -142,11 +146,6 @@ class LinearProbe(Method):
     Params = LinearProbeParams
 
     def fit(self, task, params: LinearProbeParams) -> Fitted:
-        if params.when_no_val not in NO_VAL_CHOICES:
-            raise BenchError(f"linear_probe: when_no_val must be 'train_holdout', 'test' or 'fixed', "
-                             f"got '{params.when_no_val}'")
-        if params.solver not in SOLVERS:
-            raise BenchError(f"linear_probe: solver must be 'sklearn' or 'torch', got '{params.solver}'")
         dev, k = task.device, task.num_classes
 
         def fit(x_, y_, classes, c_value):
@@ -199,7 +198,7 @@ class LinearProbe(Method):
              "val_digest": items_digest(items, task.splits.image_root)}
 
 
-def _save(w: torch.Tensor, b: torch.Tensor) -> bytes:
+def _save(w, b) -> bytes:
     from safetensors.torch import save
 
     return save({"weight": w.float().cpu().contiguous(), "bias": b.float().cpu().contiguous()})

@@ -25,32 +25,41 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
-import torch.nn.functional as F
-
 from bench.masking import (MaskScores, class_logits, encode, mask_metrics, mask_targets, masked_predictor,
                            pack_masks, packed_bytes)
 from bench.method import Fitted, Method
 from bench.registry import register_method
-from bench.train import cosine_lr, set_lr
+from bench.train import cosine_lr, log_epoch, set_lr
+
+TARGETS = ("attn", "mlp", "conv", "all_linear")  # which exist depends on the encoder (bench.masking)
 
 
 @dataclass(frozen=True)
 class MaskTuningParams:
-    epochs: int = field(default=30, metadata={"help": "epochs of the released (16-shot) schedule"})
-    batch_size: int = field(default=32, metadata={"help": "images per step"})
-    lr: float = field(default=8e-5, metadata={"help": "Adam learning rate (no weight decay), cosine per epoch"})
+    epochs: int = field(default=30, metadata={"help": "epochs of the released (16-shot) schedule",
+                                              "range": (1, None)})
+    batch_size: int = field(default=32, metadata={"help": "images per step", "range": (1, None)})
+    lr: float = field(default=8e-5, metadata={"help": "Adam learning rate (no weight decay), cosine per epoch",
+                                              "range": (0.0, None), "open": True})
     threshold: float = field(default=5e-3, metadata={"help": "τ: a weight is kept while its score is > τ"})
-    init: str = field(default="constant", metadata={"help": "score init: constant (init_value) or uniform"})
+    init: str = field(default="constant", metadata={"help": "score init: constant (init_value) or uniform",
+                                                    "choices": ("constant", "uniform")})
     init_value: float = field(default=1e-2, metadata={"help": "constant init (> τ: every mask starts on)"})
-    init_sparsity: float = field(default=0.05, metadata={"help": "uniform init: fraction starting masked"})
-    l2: float = field(default=1e-4, metadata={"help": "weight of Σ‖S_t‖₂ (plain L2 norm per score tensor)"})
-    targets: str = field(default="attn", metadata={"help": "attn (RMT: attention + conv1) | mlp | all_linear"})
-    first_block: int = field(default=0, metadata={"help": "first masked transformer block"})
-    last_block: int = field(default=-1, metadata={"help": "last masked block, inclusive (-1 = the last)"})
-    scale: tuple = field(default=(0.5, 1.0), metadata={"help": "RandomResizedCrop scale range"})
-    min_travel: float = field(default=2e-2, metadata={"help": "low-shot: raise epochs until Σ lr ≥ this"})
-    released_shots: int = field(default=16, metadata={"help": "shots at or above which min_travel is off"})
+    init_sparsity: float = field(default=0.05, metadata={"help": "uniform init: fraction starting masked",
+                                                         "range": (0.0, 1.0), "open": True})
+    l2: float = field(default=1e-4, metadata={"help": "weight of Σ‖S_t‖₂ (plain L2 norm per score tensor)",
+                                              "range": (0.0, None)})
+    targets: str = field(default="attn", metadata={"help": "ViT: attn (RMT: attention + conv1) | mlp | all_linear; "
+                                                           "ModifiedResNet: attn | conv | all_linear",
+                                                   "choices": TARGETS})
+    first_block: int = field(default=0, metadata={"help": "first masked transformer block", "range": (0, None)})
+    last_block: int = field(default=-1, metadata={"help": "last masked block, inclusive (-1 = the last)",
+                                                  "range": (-1, None)})
+    scale: tuple = field(default=(0.5, 1.0), metadata={"help": "RandomResizedCrop scale range", "range": (0.0, 1.0)})
+    min_travel: float = field(default=2e-2, metadata={"help": "low-shot: raise epochs until Σ lr ≥ this",
+                                                      "range": (0.0, None)})
+    released_shots: int = field(default=16, metadata={"help": "shots at or above which min_travel is off",
+                                                      "range": (1, None)})
 
 
 def schedule(params, steps_per_epoch: int, shots: int) -> dict:
@@ -77,6 +86,8 @@ class MaskTuning(Method):
     Params = MaskTuningParams
 
     def fit(self, task, params) -> Fitted:
+        import torch
+
         visual = task.backbone.model.visual
         names = mask_targets(visual, params.targets, params.first_block, params.last_block)
         state = MaskScores(visual, names, params.threshold, params.init, params.init_value,
@@ -87,41 +98,57 @@ class MaskTuning(Method):
         plan = schedule(params, per_epoch, task.shots)
         optimizer = torch.optim.Adam(state.scores, lr=params.lr, weight_decay=0.0)
         context = self.begin(task, params, plan)
-        losses, current = [], -1
+        losses, current, lr = [], -1, params.lr
         for epoch, images, labels, indices in task.train_epochs(plan["epochs"], params.batch_size,
                                                                  params.scale, drop_last=drop_last):
             if epoch != current:
-                set_lr(optimizer, cosine_lr(epoch, plan["epochs"], params.lr))
+                self._log_epoch(current, plan, losses, lr)
+                lr = cosine_lr(epoch, plan["epochs"], params.lr)
+                set_lr(optimizer, lr)
                 current, losses = epoch, []
             images, labels = images.to(task.device, non_blocking=True), labels.to(task.device)
             optimizer.zero_grad(set_to_none=True)
             losses.append(self.step(task, params, state, context, images, labels, indices, epoch))
             context["scaler"].step(optimizer)  # skips the step if fp16 gradients overflowed
             context["scaler"].update()
+        self._log_epoch(current, plan, losses, lr)
         return self.finish(task, params, state, plan, losses, context)
+
+    def _log_epoch(self, epoch: int, plan: dict, losses: list, lr: float) -> None:
+        """The finished epoch's mean loss and lr in the job log (one GPU sync per epoch, not per step)."""
+        if losses:
+            import torch
+
+            log_epoch(self.name, epoch, plan["epochs"], float(torch.stack(losses).mean()), lr)
 
     def begin(self, task, params, plan) -> dict:
         """Per-run state a subclass needs (RMT: its teacher and dropout RNG)."""
         # fp16 autocast (GPU, precision "amp") would flush the smallest weight gradients, hence the score
         # gradients, to zero: the usual dynamic loss scaling. A no-op in fp32 and on CPU.
+        import torch
+
         fp16 = task.precision == "amp" and task.device.type == "cuda"
         return {"text": task.text_features(), "scale": task.logit_scale,
                 "scaler": torch.amp.GradScaler("cuda", enabled=fp16)}
 
-    def forward(self, task, state, context, images) -> torch.Tensor:
+    def forward(self, task, state, context, images):
         """Class logits (fp32) of the images under the current masks, differentiable in the scores."""
         with task.autocast():
             features = encode(task.backbone.model.visual, state.weights(), images)
         return class_logits(features, context["text"], context["scale"])
 
-    def step(self, task, params, state, context, images, labels, indices, epoch) -> torch.Tensor:
+    def step(self, task, params, state, context, images, labels, indices, epoch):
         """Fill each score's .grad (times the loss scale) for this batch; return the loss, detached."""
+        import torch.nn.functional as F
+
         logits = self.forward(task, state, context, images)
         loss = F.cross_entropy(logits, labels) + params.l2 * state.l2()
         context["scaler"].scale(loss).backward()
         return loss.detach()  # no .item(): a GPU sync per step
 
     def finish(self, task, params, state, plan, losses, context) -> Fitted:
+        import torch
+
         masks = state.binary()
         meta = {"method": self.name, "dataset": task.dataset, "shots": task.shots, "seed": task.seed,
                 "targets": params.targets, "backbone_sha256": task.backbone.digest}

@@ -9,7 +9,7 @@ from bench.registry import register_method
 
 @dataclass(frozen=True)
 class ZeroShotParams:
-    templates: tuple = field(default=(), metadata={"help": "prompt templates to average; empty = the dataset card's"})
+    templates: tuple[str, ...] = field(default=(), metadata={"help": "prompt templates to average; empty = the dataset card's"})
 
 
 @register_method

@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# A folder of CoOp's published few-shot draws and split files (splits/, indices/<dataset>/); the tests
+# that compare against them skip without it. Never inside the repository.
+CONFORMANCE = Path(os.environ.get("BENCH_CONFORMANCE") or REPO.parent / "shared" / "conformance")
 
 # Set before anything imports huggingface_hub/open_clip: a test must never try to download.
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -1,7 +1,8 @@
 """Data layer: dataset cards, split readers, the few-shot sampler, transforms and the doctor.
 
 `datasets/` at the repo root holds the cards (TOML data). It is deliberately not a Python package,
-so `import datasets` keeps meaning Hugging Face's library.
+so `import datasets` keeps meaning Hugging Face's library. They install as package data through the
+link `bench/cards` → `../datasets` and are read from there (bench.data.cards.cards_dir).
 """
 
 from bench.data.cards import DatasetCard, card_names, load_card, prompt_classname

@@ -12,10 +12,12 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, did_you_mean, unknown
+from bench.errors import BenchError, unknown
+from bench.schema import Key, check
 
 SPLIT_SOURCES = ("coop_json", "imagenet_folders", "fgvc_txt", "hf")
 
@@ -58,30 +60,26 @@ class DatasetCard:
     card_path: str = field(default="", compare=False)
 
 
-# key -> (python type, required). Types are checked exactly (bool is not an int here).
-_TOP: dict[str, tuple[type, bool]] = {
-    "name": (str, True), "dir": (str, True), "image_root": (str, True),
-    "split_source": (str, True), "split_file": (str, True), "templates": (list, True),
-    "expected": (dict, False), "split_sha256": (str, False), "sources": (list, False),
-    "notes": (str, False), "synthetic": (str, False), "generator": (dict, False),
+# Types are exact (true is not an integer); checked by bench.schema like tasks.toml.
+_TOP = {
+    "name": Key(str, required=True), "dir": Key(str, required=True), "image_root": Key(str, required=True),
+    "split_source": Key(str, required=True, choices=SPLIT_SOURCES, kind="split source"),
+    "split_file": Key(str, required=True), "templates": Key(list, required=True, items=str, nonempty=True),
+    "expected": Key(dict), "split_sha256": Key(str), "sources": Key(list, items=dict),
+    "notes": Key(str), "synthetic": Key(str), "generator": Key(dict),
 }
-_COUNTS = {k: (int, True) for k in ("classes", "train", "val", "test")}
+_COUNTS = {k: Key(int, required=True, range=(0, None)) for k in ("classes", "train", "val", "test")}
 _SOURCE = {
-    "what": (str, True), "url": (str, True), "place": (str, False), "note": (str, False),
-    "mirrors": (list, False), "dead": (bool, False),
+    "what": Key(str, required=True), "url": Key(str, required=True), "place": Key(str), "note": Key(str),
+    "mirrors": Key(list, items=str), "dead": Key(bool),
 }
-
-
-def repo_root() -> Path:
-    import bench
-
-    return Path(bench.__file__).resolve().parent.parent
 
 
 def cards_dir() -> Path:
-    """`<repo>/datasets`, or $BENCH_DATASETS_DIR (lets a user keep private cards elsewhere)."""
+    """The cards installed with bench (`bench/cards`, a link to the source tree's `datasets/`), or
+    $BENCH_DATASETS_DIR (lets a user keep private cards elsewhere)."""
     env = os.environ.get("BENCH_DATASETS_DIR")
-    return Path(env) if env else repo_root() / "datasets"
+    return Path(env) if env else Path(str(files("bench") / "cards"))
 
 
 def card_names() -> list[str]:
@@ -123,12 +121,9 @@ def parse_card(path: Path) -> DatasetCard:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise BenchError(f"dataset card {path} is not valid TOML: {e}") from None
     where = str(path)
-    _check_table(raw, _TOP, where, "")
+    raw = check(raw, _TOP, where)
     if raw["name"] != path.stem:
         raise BenchError(f"{where}: name '{raw['name']}' must equal the file name '{path.stem}'")
-    if raw["split_source"] not in SPLIT_SOURCES:
-        raise BenchError(f"{where}: key 'split_source': " + str(
-            unknown("split source", raw["split_source"], SPLIT_SOURCES)))
     return DatasetCard(
         name=raw["name"], dir=raw["dir"], image_root=raw["image_root"],
         split_source=raw["split_source"], split_file=raw["split_file"],
@@ -141,29 +136,9 @@ def parse_card(path: Path) -> DatasetCard:
     )
 
 
-def _check_table(table: dict, spec: dict[str, tuple[type, bool]], where: str, prefix: str) -> None:
-    for key, value in table.items():
-        if key not in spec:
-            raise BenchError(f"{where}: unknown key '{prefix}{key}'{did_you_mean(key, spec)}")
-        want = spec[key][0]
-        if type(value) is not want:
-            raise BenchError(f"{where}: key '{prefix}{key}' must be {_tname(want)}, "
-                             f"got {_tname(type(value))} {value!r}")
-    for key, (_, required) in spec.items():
-        if required and key not in table:
-            raise BenchError(f"{where}: missing required key '{prefix}{key}'")
-
-
-def _tname(t: type) -> str:
-    return {str: "a string", int: "an integer", bool: "a boolean", list: "a list",
-            dict: "a table", float: "a float", type(None): "nothing"}.get(t, t.__name__)
-
-
 def _templates(value: list, where: str) -> tuple[str, ...]:
-    if not value:
-        raise BenchError(f"{where}: key 'templates' must list at least one prompt template")
-    for t in value:
-        if type(t) is not str or t.count("{}") != 1:
+    for t in value:  # a non-empty list of strings (checked by _TOP): each needs its class-name slot
+        if t.count("{}") != 1:
             raise BenchError(f"{where}: key 'templates': {t!r} must be a string with exactly one '{{}}'")
     return tuple(value)
 
@@ -171,10 +146,7 @@ def _templates(value: list, where: str) -> tuple[str, ...]:
 def _counts(value: dict | None, where: str) -> Counts | None:
     if value is None:
         return None
-    _check_table(value, _COUNTS, where, "expected.")
-    if any(v < 0 for v in value.values()):
-        raise BenchError(f"{where}: key 'expected' counts must be >= 0")
-    return Counts(**value)
+    return Counts(**check(value, _COUNTS, where, prefix="expected."))
 
 
 def _sha(value: str | None, where: str) -> str | None:
@@ -184,11 +156,5 @@ def _sha(value: str | None, where: str) -> str | None:
 
 
 def _source(value: Any, i: int, where: str) -> Source:
-    prefix = f"sources[{i}]."
-    if type(value) is not dict:
-        raise BenchError(f"{where}: key 'sources[{i}]' must be a table ([[sources]])")
-    _check_table(value, _SOURCE, where, prefix)
-    mirrors = value.get("mirrors", [])
-    if any(type(m) is not str for m in mirrors):
-        raise BenchError(f"{where}: key '{prefix}mirrors' must be a list of strings")
-    return Source(**{**value, "mirrors": tuple(mirrors)})
+    value = check(value, _SOURCE, where, prefix=f"sources[{i}].")
+    return Source(**{**value, "mirrors": tuple(value.get("mirrors", ()))})

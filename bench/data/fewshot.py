@@ -1,4 +1,4 @@
-"""The few-shot sampler (PROTOCOL §2), bit-identical to CoOp/Dassl's, and CoOp's cached draws.
+"""The few-shot sampler (docs/protocol.md §2), bit-identical to CoOp/Dassl's, and CoOp's cached draws.
 
 CoOp seeds the global `random` module and calls `random.sample` per class; we use an explicit
 `random.Random(seed)` instead: the same Mersenne Twister stream, without depending on (or

@@ -1,11 +1,12 @@
 """Procedural smoke datasets: coloured shapes rendered with PIL and written as real JPEGs in CoOp's layout.
 
-A card with `synthetic = "shapes"` describes its dataset in its [generator] table (seed, class names,
-images per class, rendering style). `ensure_generated` builds the dataset on first use, atomically:
-everything is written into a temporary sibling directory that is renamed into place only when complete,
-so a reader never sees half a dataset. Every image is rendered from its own RNG, seeded by
-(seed, split, class, index), so the output does not depend on generation order and is byte-identical
-from run to run on the same Pillow build.
+A card with `synthetic = "shapes"` describes its dataset in its [generator] table (seed, class names or
+`colours` × `shapes` for every colour_shape pair, images per class, rendering style). `ensure_generated`
+builds the dataset on first use, atomically: everything is written into a temporary sibling directory that
+is renamed into place only when complete, so a reader never sees half a dataset. Every image is rendered
+from its own RNG, seeded by (seed, split, class, index), so the output does not depend on generation order
+and is byte-identical from run to run on the same Pillow build. The split file also records the generator
+settings, so its digest (part of every feature-cache key) changes whenever the pixels may have.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2  # bump when rendering changes: existing generated copies are then rebuilt
+GENERATOR_VERSION = 3  # bump when rendering changes: existing generated copies are then rebuilt
 MARKER = ".generated.json"  # written last; its presence (with matching params) means "complete"
 
 COLOURS = {
@@ -206,7 +207,7 @@ class ShapesSpec:
 def shapes_spec(card) -> ShapesSpec:
     table, where = dict(card.generator), f"dataset card {card.name} [generator]"
     try:
-        seed, classes = int(table.pop("seed")), tuple(table.pop("classes"))
+        seed, classes = int(table.pop("seed")), class_names(table, where)
         counts = {s: int(table.pop(s)) for s in ("train", "val", "test")}
     except KeyError as e:
         raise BenchError(f"{where}: missing key {e}") from None
@@ -216,6 +217,19 @@ def shapes_spec(card) -> ShapesSpec:
     for name in classes:
         parse_class(name)
     return ShapesSpec(seed, classes, counts, image_size, Style.from_table(table, where))
+
+
+def class_names(table: dict, where: str = "[generator]") -> tuple[str, ...]:
+    """The classes of a [generator] table: `classes` as listed, or every `colours` × `shapes` pair in that
+    order (colour-major: red_circle, red_square, ..., green_circle, ...). Pops the keys it reads."""
+    if "classes" in table:
+        if "colours" in table or "shapes" in table:
+            raise BenchError(f"{where}: give either 'classes' or 'colours' + 'shapes', not both")
+        return tuple(table.pop("classes"))
+    if "colours" not in table or "shapes" not in table:
+        raise KeyError("classes")
+    colours, shapes = list(table.pop("colours")), list(table.pop("shapes"))
+    return tuple(f"{c}_{s}" for c in colours for s in shapes)
 
 
 def _generate_shapes(card, out: Path) -> None:
@@ -234,6 +248,10 @@ def _generate_shapes(card, out: Path) -> None:
                 render(rng, colour, shape, spec.style, spec.image_size).save(image_root / rel, "JPEG", quality=92)
                 entries.append([rel, label, name])
         split[part] = entries
+    # What made the pixels, inside the split file: its sha256 is the split digest in every feature-cache key
+    # and record, so a dataset regenerated from edited settings (same file names, other pixels) never
+    # reuses features cached for the old images. Readers ignore the extra key.
+    split["generated_by"] = _fingerprint(card)
     (out / card.split_file).write_text(json.dumps(split) + "\n", encoding="utf-8")
 
 

@@ -1,4 +1,4 @@
-"""Image transforms of the protocol (PROTOCOL §3), built here rather than taken from open_clip.
+"""Image transforms of the protocol (docs/protocol.md §3), built here rather than taken from open_clip.
 
 The train transform is a pure function of (image, seed, epoch, index): its randomness comes from a
 torch.Generator seeded by a hash of those three numbers. So the augmented view of item i in epoch

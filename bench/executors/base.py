@@ -31,6 +31,10 @@ class Listener:
     def skipped(self, job, reason: str) -> None:
         pass
 
+    def progress(self, job, stage: str, done: int, total: int | None) -> None:
+        """A slow step inside a job (or, job None, in the driver before any job starts) advanced:
+        `done` of `total` units (total None: unknown). Sent by bench.progress.report."""
+
 
 class Executor(ABC):
     """Runs jobs so that each leaves exactly one new record, claimed through `gate`."""

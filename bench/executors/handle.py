@@ -66,21 +66,29 @@ class WorkerHandle:
             raise WorkerDied(f"worker failed to start ({describe_exit(self.proc.wait())}); "
                              f"see {logs / f'worker-{name}.log'}")
 
-    def run(self, job) -> dict:
+    def run(self, job, on_progress=None) -> dict:
+        """Hand `job` to the worker and wait for its summary; progress messages that come first go to
+        on_progress(stage, done, total)."""
         with self._mutex:
             if self.closed:
                 raise WorkerDied("stopped by the driver")
             if self.proc is None or self.proc.poll() is not None:
+                stage = "starting a worker process (imports torch)"
+                _tell(on_progress, stage, 0, 1)
                 self._start()
+                _tell(on_progress, stage, 1, 1)
             proc = self.proc
         try:
             send(proc.stdin, job)
         except (BrokenPipeError, OSError):
             pass  # recv below sees the end of the stream and reports how the worker ended
-        reply = recv(proc.stdout)
-        if reply is None:
-            raise WorkerDied(describe_exit(proc.wait()))
-        return reply
+        while True:
+            reply = recv(proc.stdout)
+            if reply is None:
+                raise WorkerDied(describe_exit(proc.wait()))
+            if not (isinstance(reply, tuple) and reply and reply[0] == "progress"):
+                return reply
+            _tell(on_progress, *reply[1:])
 
     def stop(self, kill: bool = False, grace_s: float = 5.0) -> None:
         """Close stdin (the worker exits after its job) or, with kill, end it now."""
@@ -102,6 +110,14 @@ class WorkerHandle:
             proc.wait()
 
 
+def _tell(on_progress, stage, done, total) -> None:
+    if on_progress is not None:
+        try:
+            on_progress(stage, done, total)
+        except Exception:  # a view's bug must not cost the job
+            log.exception("progress listener failed")
+
+
 def run_claimed(handle: WorkerHandle, job, suite, gate: Gate, keeper: LockKeeper, listener: Listener,
                 stopping=lambda: False) -> dict | None:
     """Claim, check, run and release one job. Returns its summary, or None if it did not run here."""
@@ -115,7 +131,7 @@ def run_claimed(handle: WorkerHandle, job, suite, gate: Gate, keeper: LockKeeper
         started, t0 = now_iso(), time.perf_counter()
         listener.started(job, handle.where)
         try:
-            summary = handle.run(job)
+            summary = handle.run(job, lambda stage, done, total: listener.progress(job, stage, done, total))
         except WorkerDied as died:
             if stopping():  # interrupted on purpose: no record, the rerun picks the job up again
                 return None

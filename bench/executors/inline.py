@@ -4,26 +4,33 @@ next to another driver never duplicates a job."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from contextlib import contextmanager
 
+from bench import progress
 from bench.executors.base import DEFAULT_RUNNER, Executor, Gate, Listener, log_path, summarize
 from bench.locks import LockKeeper
 
 
 @contextmanager
 def job_log(path):
-    """Logging (not raw prints: those stay on this terminal) of one job into its log file."""
+    """Logging (not raw prints: those stay on this terminal) of one job into its log file, from INFO
+    up as a worker's log (the per-epoch lines of bench.train.log_epoch); the root level is restored."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    level = root.level
+    root.setLevel(min(level, logging.INFO))  # the root is WARNING unless configured
     root.addHandler(handler)
     try:
         yield
     finally:
         root.removeHandler(handler)
+        root.setLevel(level)
         handler.close()
 
 
@@ -51,7 +58,8 @@ class InlineExecutor(Executor):
                         listener.skipped(job, "finished by another process")
                         continue
                     listener.started(job, where)
-                    with job_log(log_path(suite.results_dir, job.id)):
+                    sink = functools.partial(listener.progress, job)  # bench.progress reports → the view
+                    with job_log(log_path(suite.results_dir, job.id)), progress.reporting_to(sink):
                         record = runner.run_job(job, workspace)
                 finally:
                     keeper.release(job.id)

@@ -50,12 +50,16 @@ class Report:
 
 
 def build(suite, results_dirs: list[Path] | None = None, all_configs: bool = False, compare: str | None = None,
-          include_oracle: bool = False) -> Report:
+          include_oracle: bool = False, methods: list[str] | None = None) -> Report:
+    """`methods`: report only these (the suite's `methods` list does not limit a report: every method
+    with records in the grid is shown)."""
     if compare is not None and compare not in COMPARE:
         raise BenchError(f"--compare takes 'published', got '{compare}'")
     dirs = [Path(d) for d in (results_dirs or [suite.results_dir])]
     loaded = load_records(dirs, suite)
     frame = loaded.frame
+    if methods is not None:
+        frame["in_grid"] &= frame["method"].isin(list(methods))
     stale = check_identity(frame)
     usable = frame[frame["in_grid"] & ~frame["stale"]] if not frame.empty else frame
     shown = usable if all_configs else usable[usable["current"]]
@@ -65,7 +69,7 @@ def build(suite, results_dirs: list[Path] | None = None, all_configs: bool = Fal
     sections, published_parts = [], []
     for label in sorted(set(summary["backbone"])):
         backbone = json.loads(shown[shown["backbone_label"] == label]["backbone"].iloc[0])
-        paper = published_frame(backbone, shots, datasets) if compare else None
+        paper = published_frame(backbone, shots, datasets, methods) if compare else None
         sections.append(_section(label, summary[summary["backbone"] == label],
                                  board_summary[board_summary["backbone"] == label], paper, datasets, shots))
         sections[-1].cost = cost_table(shown[shown["backbone_label"] == label])
@@ -119,7 +123,7 @@ def _footnotes(frame, usable, shown, all_configs, stale, unreadable, include_ora
                      "as rows method@<config hash>.")
     outside = int((~frame["in_grid"]).sum())
     if outside:
-        notes.append(f"{outside} records outside this suite's datasets, shots or seeds are left out.")
+        notes.append(f"{outside} records outside this report's methods, datasets, shots or seeds are left out.")
     if stale:
         notes.append(f"{stale} records measured on older data or weights than the newest records of their "
                      "cell are left out.")

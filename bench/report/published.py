@@ -55,12 +55,12 @@ def backbone_key(backbone: dict) -> str | None:
     return f"{model.removesuffix('-quickgelu')}/{tag}"
 
 
-def published_frame(backbone: dict, shots: list[int], datasets: list[str]) -> pd.DataFrame:
-    """Summary-shaped rows (see bench.report.tables.SUMMARY_COLUMNS) for one backbone."""
+def published_frame(backbone: dict, shots: list[int], datasets: list[str], methods=None) -> pd.DataFrame:
+    """Summary-shaped rows (see bench.report.tables.SUMMARY_COLUMNS) for one backbone (and `methods`)."""
     key = backbone_key(backbone)
     rows = []
     for entry in load_published():
-        if entry.backbone != key:
+        if entry.backbone != key or (methods is not None and entry.method not in methods):
             continue
         for k in shots:
             at = "any" if entry.shot_independent else str(k)

@@ -1,4 +1,4 @@
-"""Few-shot sampler: PROTOCOL §2 properties, known draws, and CoOp's own draws (conformance)."""
+"""Few-shot sampler: docs/protocol.md §2 properties, known draws, and CoOp's own draws (BENCH_CONFORMANCE)."""
 
 import json
 import os
@@ -13,9 +13,9 @@ import pytest
 from bench.data import DatasetSplits, Item, holdout_val, load_card, load_splits, sample_fewshot
 from bench.data.readers import classnames_from, parse_coop_split, splits_from_entries
 from bench.errors import BenchError
+from tests.conftest import CONFORMANCE  # $BENCH_CONFORMANCE: CoOp's published draws
 
 REPO = Path(__file__).resolve().parents[2]
-CONFORMANCE = REPO.parent / "shared" / "conformance"  # CI keeps it next to the repo, never inside
 
 COOP = {"dtd": "DescribableTextures", "eurosat": "EuroSAT", "oxford_pets": "OxfordPets",
         "caltech101": "Caltech101"}
@@ -104,7 +104,7 @@ def _coop_splits(name):
                                classnames_from(entries, str(path)), "x")
 
 
-@pytest.mark.skipif(not CONFORMANCE.is_dir(), reason="no ../shared/conformance next to the repo")
+@pytest.mark.skipif(not CONFORMANCE.is_dir(), reason="no conformance folder: set BENCH_CONFORMANCE to a folder of CoOp's published draws")
 @pytest.mark.parametrize("name", sorted(COOP))
 def test_conformance_with_coop_draws(name):
     s = _coop_splits(name)

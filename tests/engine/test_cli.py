@@ -14,8 +14,10 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def tasks(tmp_path):
-    """The repository's tasks file, copied so results land in tmp_path/results/<suite>."""
+def tasks(tmp_path, monkeypatch):
+    """The repository's tasks file, copied and run from tmp_path: results land in
+    tmp_path/results/<suite> (relative paths are relative to the working directory)."""
+    monkeypatch.chdir(tmp_path)
     shutil.copy(REPO / "tasks.toml", tmp_path / "tasks.toml")
     return tmp_path / "tasks.toml"
 
@@ -95,7 +97,7 @@ def test_run_resume_force_and_report(tasks):
     done = records(tasks)
     assert len(done) == 2 and all(r["status"] == "ok" for r in done)
     assert sorted(r["dataset"] for r in done) == ["smoke_shapes", "smoke_textures"]
-    for record in done:  # every field of DESIGN.md's record
+    for record in done:  # every field a record promises (README, Results and reports)
         for key in ("job_id", "method", "method_version", "dataset", "shots", "seed", "protocol", "backbone",
                     "status", "error", "metrics", "config", "split", "validation", "trainable_params",
                     "state_bytes", "timings", "peak_memory_bytes", "device", "git", "versions", "created_at"):

@@ -64,13 +64,17 @@ def test_invalid_toml_and_missing_file(tmp_path):
         config.load(tmp_path / "nope.toml")
 
 
-def test_paths_expand_env_and_are_relative_to_the_file(tmp_path, monkeypatch):
+def test_paths_expand_env_and_are_relative_to_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_DATA", "/data/coop")
-    cfg = load_text(tmp_path, BASE + 'data_root = "${BENCH_DATA:-data}"\nresults_dir = "out"\n')
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    cfg = load_text(tmp_path / "cfg", BASE + 'data_root = "${BENCH_DATA:-data}"\nresults_dir = "out"\n')
     assert str(cfg.suite("s").data_root) == "/data/coop"
-    assert cfg.suite("s").results_dir == tmp_path / "out"
+    assert cfg.suite("s").results_dir == tmp_path / "work" / "out"  # not next to the tasks file
     monkeypatch.delenv("BENCH_DATA")
-    assert load_text(tmp_path, BASE).suite("s").data_root == tmp_path / "data"
+    assert load_text(tmp_path / "cfg", BASE).suite("s").data_root == tmp_path / "work" / "data"
+    assert load_text(tmp_path / "cfg", BASE).suite("s").results_dir == tmp_path / "work" / "results" / "s"
 
 
 def test_variants_and_conditional_overrides(tmp_path):
@@ -94,10 +98,80 @@ set = { templates = ["{} texture."] }
 
 def test_unknown_method_parameter_is_rejected(tmp_path):
     suite = load_text(tmp_path, BASE + "[methods.zeroshot]\ntemplate = ['x']\n").suite("s")
-    with pytest.raises(BenchError, match="has no parameter 'template' \\(did you mean 'templates'\\?\\)"):
+    with pytest.raises(BenchError, match="unknown parameter 'template' \\(did you mean 'templates'\\?\\)"):
         resolve_params(suite, "zeroshot", "dtd", 1)
 
 
 def test_variant_of_unknown_method(tmp_path):
     with pytest.raises(BenchError, match="unknown method 'cop' \\(did you mean 'coop'\\?\\)"):
         load_text(tmp_path, BASE + '[methods.v]\nbase = "cop"\n')
+
+
+def load_checked(tmp_path, text: str | bytes):
+    """Through config.load_config: real method registry (parameter declarations) and dataset cards."""
+    path = tmp_path / "tasks.toml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return config.load_config(path)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("[methods.clip_adapter]\nratio = 7.0\n", "[methods.clip_adapter]: ratio = 7.0 is out of range [0.0, 1.0]"),
+    ("[methods.clip_adapter]\nratio = \"x\"\n",
+     "[methods.clip_adapter]: parameter 'ratio' must be a number in [0.0, 1.0], got a string 'x'"),
+    ("[methods.coop]\nn_ctx = 0\n", "[methods.coop]: n_ctx = 0 must be ≥ 1"),
+    ("[methods.coop]\nn_ctx = 4.0\n", "parameter 'n_ctx' must be a positive integer, got a number 4.0"),
+    ("[methods.coop]\nn_ctxx = 4\n", "[methods.coop]: unknown parameter 'n_ctxx' (did you mean 'n_ctx'?)"),
+    ("[methods.coop]\nclass_token_position = \"ends\"\n",
+     "class_token_position = 'ends' is not allowed (did you mean 'end'?)"),
+    ("[methods.linear_probe]\nsolver = \"scipy\"\n", "solver = 'scipy' is not allowed (choose from: sklearn, torch)"),
+    ("[methods.mask_tuning]\ninit_sparsity = 0.0\n", "init_sparsity = 0.0 is out of range (0.0, 1.0)"),
+    ("[methods.clip_adapter]\naug_scale = [0.5, 2.0]\n",
+     "parameter 'aug_scale' must be a list of numbers in [0.0, 1.0], got [0.5, 2.0]"),
+    ("[methods.v]\nbase = \"mask_tuning\"\nlam = 0.3\n", "[methods.v]: unknown parameter 'lam'"),
+    ("[[methods.rmt.when]]\nshots = [16]\nset = { lam = 1.5 }\n",
+     "[[methods.rmt.when]] #1: lam = 1.5 is out of range [0.0, 1.0]"),
+    ("[[methods.rmt.when]]\ndatasets = [\"dtdd\"]\nset = { lam = 0.3 }\n",
+     "[[methods.rmt.when]] #1: unknown dataset 'dtdd' (did you mean 'dtd'?)"),
+    ("[[methods.rmt.when]]\nshots = [\"x\"]\nset = { lam = 0.3 }\n",
+     "[[methods.rmt.when]] #1: key 'shots' must be a list of positive integers, got a list ['x']"),
+    ("[[methods.rmt.when]]\nshots = [16]\n", "[[methods.rmt.when]] #1: missing required key 'set'"),
+    ("[methods.rmt]\nwhen = 3\n", "[methods.rmt]: key 'when' must be a list of tables, got an integer 3"),
+    ("[methods.v]\nbase = 3\n", "[methods.v]: key 'base' must be a string, got an integer 3"),
+    ("[methods]\ncoop = 3\n", "[methods.coop]: must be a table of parameter overrides, got an integer 3"),
+])
+def test_method_parameters_are_checked_when_the_file_is_read(tmp_path, extra, message):
+    with pytest.raises(BenchError) as info:
+        load_checked(tmp_path, BASE + extra)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert str(tmp_path / "tasks.toml") in str(info.value)  # every line says which file
+
+
+@pytest.mark.parametrize("edit, message", [
+    (('datasets = ["dtd"]', "datasets = [1]"), "[suites.s]: key 'datasets' must be a list of strings, got a list [1]"),
+    (('datasets = ["dtd"]', "datasets = []"), "[suites.s]: key 'datasets' must not be empty"),
+    (('datasets = ["dtd"]', 'datasets = ["dtd", "eurosat", "dtd"]'), "[suites.s]: key 'datasets' lists dtd more than once"),
+    (("seeds = [1]", "seeds = [1, 1]"), "key 'seeds' lists 1 more than once"),
+    (("shots = [1, 2]", "shots = [true]"), "key 'shots' must be a list of positive integers, got a list [True]"),
+    (('backbone = "b"', "backbone = 3"), "[suites.s]: key 'backbone' must be a string, got an integer 3"),
+    (('backbone = "b"', 'backbone = "b"\nprecision = "fp16"'), "precision = 'fp16' is not allowed (did you mean 'fp32'?)"),
+    (("[suites.s]\n", "[suites]\ns = 3\n[suites.t]\n"), "[suites.s]: must be a table, got an integer 3"),
+    (("[backbones.b]\n", "[backbones]\nb = 3\n[backbones.c]\n"), "[backbones.b]: must be a table, got an integer 3"),
+    (("[backbones.b]\n", "default_suite = 1\n[backbones.b]\n"), "key 'default_suite' must be a string, got an integer 1"),
+    (("[backbones.b]\n", "suites = 1\n[backbones.b]\n"), "invalid TOML"),
+])
+def test_bad_types_are_one_line_never_a_traceback(tmp_path, edit, message):
+    assert edit[0] in BASE
+    with pytest.raises(BenchError) as info:
+        load_checked(tmp_path, BASE.replace(*edit, 1))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_tasks_file_that_is_not_utf8_is_one_line(tmp_path):
+    with pytest.raises(BenchError, match="not UTF-8 text") as info:
+        load_checked(tmp_path, BASE.encode() + b"# caf\xe9\n")
+    assert "\n" not in str(info.value)
+
+
+def test_the_repository_tasks_file_passes_every_check(smoke_config):
+    entry = smoke_config.suite("smoke").method_entries["rmt"]
+    assert entry.overrides[-1].params == {"lam": 0.3} and entry.overrides[-1].shots == (16,)

@@ -1,3 +1,4 @@
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -25,6 +26,7 @@ def test_every_method_honours_the_contract(name):
     assert cls.name == name and isinstance(cls.version, int) and cls.inputs in ("features", "images")
     params = build_params(cls, {})  # every parameter has a default
     assert params == cls.Params()
+    assert build_params(cls, dataclasses.asdict(params)) == params  # ...that fits its own declaration
     with pytest.raises(Exception):  # hyperparameters are frozen: a run cannot mutate them
         setattr(params, next(iter(params.__dataclass_fields__), "x"), None)
 
@@ -72,7 +74,7 @@ def test_entry_point_plugins_are_registered(monkeypatch):
 
 def test_params_are_type_checked():
     assert build_params(Plugin, {"lr": 1}).lr == 1.0  # an int is a fine float
-    with pytest.raises(BenchError, match="'steps' must be int"):
+    with pytest.raises(BenchError, match="method 'plugin': parameter 'steps' must be an integer, got a string"):
         build_params(Plugin, {"steps": "many"})
-    with pytest.raises(BenchError, match="'flag' must be bool"):
+    with pytest.raises(BenchError, match="parameter 'flag' must be true or false, got an integer 1"):
         build_params(Plugin, {"flag": 1})

@@ -116,7 +116,7 @@ def test_records_outside_the_grid_and_damaged_files_are_counted_not_fatal(smoke)
     (smoke.results_dir / "records" / "x" / "y" / "b.json").write_text("[1, 2, 3]")
     report = build(smoke)
     notes = "\n".join(report.footnotes)
-    assert "1 records outside this suite's datasets, shots or seeds" in notes
+    assert "1 records outside this report's methods, datasets, shots or seeds" in notes
     assert "2 files in records/ are not bench records" in notes
     assert "No finished results" in render(report)
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-DATASET = "smoke_textures"  # a domain shift for the smoke backbone: room to learn
+DATASET = "smoke_mini"  # 10 classes of smoke_textures (a domain shift for the smoke backbone: room to learn)
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +21,8 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def mask_suite(smoke_config, tmp_path_factory):
-    return dataclasses.replace(smoke_config.suite("smoke"), results_dir=tmp_path_factory.mktemp("mask-results"))
+    return dataclasses.replace(smoke_config.suite("smoke"), datasets=(DATASET,),
+                               results_dir=tmp_path_factory.mktemp("mask-results"))
 
 
 @pytest.fixture(scope="session")

@@ -93,3 +93,12 @@ def test_zhao_variant_runs_with_its_masked_set(run):
     assert names and all(n.startswith("transformer.resblocks.2.") for n in names)  # smoke: 3 blocks
     assert 2.0 < record["metrics"]["masked_pct_of_masked_tensors"] < 10.0  # ~5% initial sparsity
     assert load_masks  # the API a user re-evaluates with
+
+
+def test_every_epoch_logs_its_loss_and_learning_rate(mask_ws, mask_suite, caplog):
+    task = mask_ws.task(make_job(mask_suite, "mask_tuning", 1))
+    with caplog.at_level("INFO", logger="bench.train"):
+        MaskTuning().fit(task, MaskTuningParams(epochs=2, min_travel=0.0))
+    lines = [r.getMessage() for r in caplog.records if r.name == "bench.train"]
+    assert [line.split(" loss ")[0] for line in lines] == ["mask_tuning epoch 1/2", "mask_tuning epoch 2/2"]
+    assert lines[0].endswith("lr 8e-05") and lines[1].endswith("lr 4e-05")  # cosine per epoch, from 8e-5

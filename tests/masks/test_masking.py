@@ -11,8 +11,10 @@ from open_clip.transformer import VisionTransformer
 
 from bench.backbone import weights_digest
 from bench.errors import BenchError
+from bench.method import build_params
 from bench.masking import (MaskScores, apply_masks, encode, load_masks, mask_metrics, mask_targets, pack_masks,
                            packed_bytes, read_masks)
+from methods.mask_tuning import MaskTuning
 
 
 def tiny_vit(layers=3):
@@ -150,8 +152,10 @@ def test_uniform_init_gives_the_requested_initial_sparsity():
     metrics = mask_metrics(state.binary(), torch.nn.ModuleDict({"visual": vit}))
     assert abs(metrics["masked_pct_of_masked_tensors"] - 5.0) < 0.5
     assert all(s.dtype == torch.float32 and s.requires_grad for s in state.scores)
-    with pytest.raises(BenchError, match="init_sparsity"):
-        MaskScores(vit, mask_targets(vit), 1e-2, init="uniform", sparsity=0.0)
+    with pytest.raises(BenchError, match=r"init_sparsity = 0.0 is out of range \(0.0, 1.0\)"):
+        build_params(MaskTuning, {"init": "uniform", "init_sparsity": 0.0})  # declared on the parameter
+    with pytest.raises(BenchError, match="init = 'uniformm' is not allowed"):
+        build_params(MaskTuning, {"init": "uniformm"})
 
 
 def test_packed_masks_round_trip_and_metrics_agree_with_the_bits(tmp_path):

@@ -13,7 +13,8 @@ from bench.scheduler import preflight
 
 @pytest.fixture(scope="session")
 def smoke_ws(smoke_config, tmp_path_factory):
-    suite = dataclasses.replace(smoke_config.suite("smoke"), results_dir=tmp_path_factory.mktemp("results"))
+    suite = dataclasses.replace(smoke_config.suite("smoke"), datasets=TEST_DATASETS,
+                                results_dir=tmp_path_factory.mktemp("results"))
     preflight(suite, expand(suite, ["zeroshot"], datasets=list(suite.datasets), shots=[1], seeds=[1]))
     return Workspace(suite, device="cpu")
 
@@ -37,9 +38,12 @@ def make_task(smoke_ws):
     return make
 
 
-# The smoke dataset with headroom for few-shot learning (a domain shift for the smoke backbone:
-# textured fills, swapped colour channels): learning tests run there with the protocol's defaults.
-LEARN_DATASET = "smoke_textures"
+# The method tests run the smoke suite on smoke_mini, a 10-class cut of smoke_textures: the released
+# schedules scale with the class count, and on the demo's 30+ classes they would take minutes per fit.
+# It has headroom for few-shot learning (a domain shift for the smoke backbone: patterned fills, swapped
+# colour channels): learning tests run there with the protocol's defaults.
+TEST_DATASETS = ("smoke_mini",)
+LEARN_DATASET = "smoke_mini"
 
 
 def zero_shot_top1(task) -> float:

@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import load
 
 from bench.errors import BenchError
+from bench.method import build_params
 from bench.runner import evaluate
 from methods.clip_adapter import ClipAdapter, ClipAdapterParams
 from tests.methods.conftest import LEARN_DATASET, zero_shot_top1
@@ -37,9 +38,11 @@ def test_nonzero_ratio_changes_the_prediction(make_task):
     assert not torch.allclose(fitted.predict(feats), task.zero_shot_logits(feats))
 
 
-def test_bad_ratio_is_a_user_error(make_task):
-    with pytest.raises(BenchError, match="ratio"):
-        ClipAdapter().fit(make_task(1), ClipAdapterParams(ratio=1.5))
+def test_bad_ratio_and_reduction_are_user_errors_before_fit():
+    with pytest.raises(BenchError, match=r"ratio = 1.5 is out of range \[0.0, 1.0\]"):
+        build_params(ClipAdapter, {"ratio": 1.5})
+    with pytest.raises(BenchError, match="reduction = 0 must be ≥ 1"):
+        build_params(ClipAdapter, {"reduction": 0})
 
 
 def test_cached_views_give_the_same_model_as_recomputed_ones(make_task, tmp_path):

@@ -14,9 +14,11 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.data import holdout_val, sample_fewshot
 from bench.errors import BenchError
+from bench.method import build_params
 from bench.runner import evaluate
 from tests.methods.conftest import LEARN_DATASET, zero_shot_top1
-from methods.linear_probe import COARSE_GRID, LinearProbe, LinearProbeParams, accuracy, fit_logreg, search_c
+from methods.linear_probe import (COARSE_GRID, LinearProbe, LinearProbeParams, accuracy, fit_logreg, fit_sklearn,
+                                  search_c)
 
 
 def blobs(n_per_class, classes=5, dim=12, seed=0, spread=2.5):
@@ -116,9 +118,9 @@ def test_default_solver_is_lpclip_exactly_on_smoke_features(make_task, shots):
     x, y = task.features.fewshot_train(task.fewshot, task.seed)
     xv, yv = task.features.fewshot_val(task.fewshot)
     xt, yt = task.features.test()
-    clf, c_star = lpclip_reference(x, y, xv, yv)
+    clf, c_star = lpclip_reference(x.double(), y, xv.double(), yv)
     assert math.isclose(fitted.config["c"], c_star, rel_tol=1e-9)
-    theirs = 100 * clf.score(xt.numpy(), yt.numpy())
+    theirs = 100 * clf.score(xt.double().numpy(), yt.numpy())
     assert abs(evaluate(fitted, "features", task) - theirs) <= 1e-9
 
 
@@ -136,9 +138,10 @@ def test_torch_solver_is_close_to_lpclip_and_recorded(make_task):
     assert abs(evaluate(fitted, "features", task) - theirs) <= 0.5
 
 
-def test_unknown_solver_is_a_clear_error(make_task):
-    with pytest.raises(BenchError, match="solver must be 'sklearn' or 'torch'"):
-        LinearProbe().fit(make_task(1, dataset=LEARN_DATASET), LinearProbeParams(solver="scipy"))
+def test_unknown_solver_is_a_clear_error():
+    # declared once with the parameter (choices), checked when the tasks file or --set is read
+    with pytest.raises(BenchError, match="solver = 'scipy' is not allowed \\(choose from: sklearn, torch\\)"):
+        build_params(LinearProbe, {"solver": "scipy"})
 
 
 @pytest.mark.parametrize("c", [1e-2, 1e-1, 1.0])
@@ -148,7 +151,7 @@ def test_same_accuracy_as_sklearn_at_fixed_c_on_smoke_features(make_task, c):
         fitted = LinearProbe().fit(task, LinearProbeParams(search=False, c=c, solver=solver))
         x, y = task.features.fewshot_train(task.fewshot, task.seed)
         xt, yt = task.features.test()
-        theirs = 100 * sklearn_fit(x, y, c).score(xt.numpy(), yt.numpy())
+        theirs = 100 * sklearn_fit(x, y, c).score(xt.double().numpy(), yt.numpy())
         assert abs(evaluate(fitted, "features", task) - theirs) <= slack, solver
 
 
@@ -194,7 +197,7 @@ def test_no_val_split_searches_c_on_a_train_holdout_never_on_test(make_task, mon
     # C is the one the search picks on the holdout's features
     x, y = task.features.fewshot_train(task.fewshot, task.seed)
     xv, yv = task.features.encode("holdout_val", held)
-    best, _ = search_c(lambda c: accuracy(*fit_logreg(x, y, task.num_classes, c), xv, yv), rounds=1)
+    best, _ = search_c(lambda c: accuracy(*fit_sklearn(x, y, c), xv, yv), rounds=1)  # the default solver
     assert fitted.config["c"] == best
 
 
@@ -214,8 +217,8 @@ def test_fixed_c_and_unknown_choice(make_task, monkeypatch):
     assert fixed.validation == "none" and fixed.config["c"] == 1.0
     assert fixed.config["val_source"] == "none" and fixed.config["c_search"] == []
     assert [split for split, _ in seen] == ["fewshot_train"]
-    with pytest.raises(BenchError, match="when_no_val must be 'train_holdout', 'test' or 'fixed', got 'val'"):
-        LinearProbe().fit(task, LinearProbeParams(when_no_val="val"))
+    with pytest.raises(BenchError, match="when_no_val = 'val' is not allowed \\(choose from: fixed, test, train_holdout\\)"):
+        build_params(LinearProbe, {"when_no_val": "val"})
 
 
 def test_holdout_features_are_cached_per_draw(make_task, tmp_path):

@@ -16,9 +16,11 @@ from tests.scheduler.helpers import RUNNER, all_records, wait_for
 
 
 @pytest.fixture
-def tasks(tmp_path):
+def tasks(tmp_path, monkeypatch):
     """A suite over two real dataset cards; the fake runner never reads their data. coop (a few-shot
-    method: one job per cell, 12 in all) so an interrupt lands mid-grid."""
+    method: one job per cell, 12 in all) so an interrupt lands mid-grid. Run from tmp_path: relative
+    paths are relative to the working directory."""
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "tasks.toml"
     path.write_text(textwrap.dedent("""
         default_suite = "t"
