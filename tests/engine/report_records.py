@@ -13,7 +13,10 @@ _clock = itertools.count(1)
 
 
 def suite_at(config, name: str, results: Path):
-    return dataclasses.replace(config.suite(name), results_dir=Path(results))
+    from tests.conftest import TEST_GRID
+
+    grid = TEST_GRID if name == "smoke" else {}
+    return dataclasses.replace(config.suite(name), results_dir=Path(results), **grid)
 
 
 def record(suite, method, dataset, shots, seed, top1, *, params=None, validation="none", weights="ab" * 32,

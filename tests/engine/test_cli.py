@@ -1,14 +1,13 @@
 """The CLI end to end on the smoke suite: run → records → report, resume, failures, bad input."""
 
 import json
-import shutil
 
 import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.data.fewshot import fewshot_digest
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_tasks_with_test_grid
 
 runner = CliRunner()
 
@@ -18,8 +17,7 @@ def tasks(tmp_path, monkeypatch):
     """The repository's tasks file, copied and run from tmp_path: results land in
     tmp_path/results/<suite> (relative paths are relative to the working directory)."""
     monkeypatch.chdir(tmp_path)
-    shutil.copy(REPO / "tasks.toml", tmp_path / "tasks.toml")
-    return tmp_path / "tasks.toml"
+    return copy_tasks_with_test_grid(tmp_path / "tasks.toml")
 
 
 def bench(*args):

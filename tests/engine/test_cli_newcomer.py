@@ -3,7 +3,6 @@ type next; `bench show` reads one record; `bench --version`; --methods/--dataset
 `bench status` and `bench report`."""
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -11,16 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_tasks_with_test_grid
 
 
 @pytest.fixture
 def tasks(tmp_path, monkeypatch):
     """The repository's tasks file, run from tmp_path (results land in tmp_path/results/<suite>)."""
     monkeypatch.chdir(tmp_path)
-    source = REPO / "tasks.toml" if (REPO / "tasks.toml").exists() else REPO / "bench" / "tasks.toml"
-    shutil.copy(source, tmp_path / "tasks.toml")
-    return tmp_path / "tasks.toml"
+    return copy_tasks_with_test_grid(tmp_path / "tasks.toml")
 
 
 def bench(*args):
