@@ -16,6 +16,7 @@ from bench.config import Suite
 from bench.errors import BenchError, unknown
 from bench.method import build_params, params_dict
 from bench.registry import METHODS
+from bench.results import cell_label  # noqa: F401 - re-exported: Job.label and the CLI use it
 
 
 ANY = 0  # shots and seed of a job whose method ignores both (see Job)
@@ -52,13 +53,6 @@ class Job:
     @property
     def label(self) -> str:
         return cell_label(self.method, self.dataset, self.shots, self.seed)
-
-
-def cell_label(method: str, dataset: str, shots: int, seed: int) -> str:
-    """How a job (or a record's cell) reads in listings and logs."""
-    if shots == ANY:
-        return f"{method}/{dataset}/any-shot"
-    return f"{method}/{dataset}/{shots}shot/seed{seed}"
 
 
 def stable_id(obj) -> str:

@@ -16,6 +16,21 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 
 
+def cell_label(method: str, dataset: str, shots: int, seed: int) -> str:
+    """How a job (or a record's cell) reads in listings and logs; shots 0 = shot-independent."""
+    if shots == 0:
+        return f"{method}/{dataset}/any-shot"
+    return f"{method}/{dataset}/{shots}shot/seed{seed}"
+
+
+def job_fields(job, suite_name: str) -> dict:
+    """The fields every record of `job` starts with: its key, as the runner and a crash record write it."""
+    return {"schema": SCHEMA_VERSION, "job_id": job.id, "suite": suite_name, "method": job.method,
+            "base_method": job.base, "method_version": job.version, "dataset": job.dataset,
+            "shots": job.shots, "seed": job.seed, "protocol": job.protocol, "backbone": job.backbone,
+            "params": job.params}
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
@@ -52,22 +67,28 @@ def artifact_dir(results_dir: Path, record: dict) -> Path:
     return Path(results_dir) / "artifacts" / record["job_id"] / record["created_at"].replace(":", "")
 
 
+def read_record(path: Path) -> dict | None:
+    """One record file, or None when it does not parse or is not a record (a foreign JSON without a
+    string job_id and created_at): such files are logged and left alone, never deleted."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("skipping %s: %s", path, exc)
+        return None
+    if isinstance(data, dict) and isinstance(data.get("job_id"), str) and isinstance(data.get("created_at"), str):
+        return data
+    log.warning("skipping %s: not a result record", path)
+    return None
+
+
 def read_records(results_dir: Path, skipped: list | None = None) -> list[dict]:
-    """Every readable record. A file that does not parse, or is not a record (a foreign JSON without a
-    string job_id and created_at), is logged, appended to `skipped` and left alone, never deleted."""
+    """Every readable record (see read_record); the paths of the others are appended to `skipped`."""
     records = []
     for path in sorted(Path(results_dir).glob("records/*/*/*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            data, why = None, str(exc)
-        else:
-            why = "not a result record"
-        if isinstance(data, dict) and isinstance(data.get("job_id"), str) and isinstance(data.get("created_at"), str):
-            records.append(data)
-            continue
-        log.warning("skipping %s: %s", path, why)
-        if skipped is not None:
+        record = read_record(path)
+        if record is not None:
+            records.append(record)
+        elif skipped is not None:
             skipped.append(path)
     return records
 

@@ -27,7 +27,7 @@ from bench.features import FeatureStore
 from bench.jobs import ANY, Job
 from bench.method import Fitted
 from bench.registry import METHODS
-from bench.results import artifact_dir, now_iso, write_record
+from bench.results import artifact_dir, job_fields, now_iso, write_record
 from bench.task import Task
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,7 @@ def evaluate(fitted: Fitted, inputs: str, task: Task) -> float:
 
 
 def _base_record(job: Job, workspace: Workspace) -> dict:
-    return {"schema": 1, "job_id": job.id, "suite": workspace.suite.name, "method": job.method,
-            "base_method": job.base, "method_version": job.version, "dataset": job.dataset,
-            "shots": job.shots, "seed": job.seed, "protocol": job.protocol, "backbone": job.backbone,
-            "params": job.params, "status": "running", "error": None, "metrics": {},
+    return {**job_fields(job, workspace.suite.name), "status": "running", "error": None, "metrics": {},
             "device": _device_name(workspace.device), "git": git_state(), "versions": versions(),
             "host": platform.node()}
 

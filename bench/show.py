@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench.errors import BenchError
+from bench.results import cell_label, read_record
 
 MAX_CANDIDATES = 20
 VALUE_COLUMN = 17
@@ -23,14 +24,6 @@ def record_files(results_dir: Path) -> dict[str, list[Path]]:
     for path in sorted(Path(results_dir).glob("records/*/*/*.json")):
         found.setdefault(path.name.split(".", 1)[0], []).append(path)
     return found
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and "created_at" in record else None
 
 
 def find_job(results_dir: Path, prefix: str) -> tuple[str, list[tuple[Path, dict]]]:
@@ -51,7 +44,7 @@ def find_job(results_dir: Path, prefix: str) -> tuple[str, list[tuple[Path, dict
             lines.append(f"  ... and {len(matches) - MAX_CANDIDATES} more")
         raise BenchError("\n".join(lines))
     job_id = matches[0]
-    records = [(path, record) for path in files[job_id] if (record := _read(path)) is not None]
+    records = [(path, record) for path in files[job_id] if (record := read_record(path)) is not None]
     if not records:
         raise BenchError(f"job {job_id}: none of its record files is readable ({files[job_id][0].parent})")
     records.sort(key=lambda pair: pair[1]["created_at"])
@@ -59,14 +52,12 @@ def find_job(results_dir: Path, prefix: str) -> tuple[str, list[tuple[Path, dict
 
 
 def _newest(paths: list[Path]) -> dict | None:
-    records = [r for r in map(_read, paths) if r is not None]
+    records = [r for r in map(read_record, paths) if r is not None]
     return max(records, key=lambda r: r["created_at"]) if records else None
 
 
 def _label(record: dict) -> str:
-    """As bench.jobs.cell_label (not imported: bench.jobs pulls in the method registry)."""
-    method, dataset, shots, seed = (record.get(k) for k in ("method", "dataset", "shots", "seed"))
-    return f"{method}/{dataset}/any-shot" if shots == 0 else f"{method}/{dataset}/{shots}shot/seed{seed}"
+    return cell_label(*(record.get(k) for k in ("method", "dataset", "shots", "seed")))
 
 
 def _bytes(value) -> str:

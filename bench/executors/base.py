@@ -4,7 +4,6 @@ driver writes when a worker process dies under a job."""
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 from abc import ABC, abstractmethod
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from bench.results import now_iso, write_record
+from bench.results import job_fields, now_iso, read_record, write_record
 
 log = logging.getLogger(__name__)
 DEFAULT_RUNNER = "bench.runner"  # a module with Workspace(suite, device, feature_cache) and run_job(job, ws)
@@ -55,10 +54,9 @@ def latest_record(results_dir: Path, job) -> dict | None:
     folder = Path(results_dir) / "records" / job.method / job.dataset
     paths = sorted(folder.glob(f"{job.id}.*.json"))
     for path in reversed(paths):
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+        record = read_record(path)
+        if record is not None:
+            return record
     return None
 
 
@@ -107,10 +105,7 @@ def write_crash_record(suite, job, error: str, where: str, wall_s: float, starte
     if latest is not None and latest["created_at"] >= started:
         return latest
     logfile = log_path(suite.results_dir, job.id)
-    record = {"schema": 1, "job_id": job.id, "suite": suite.name, "method": job.method,
-              "base_method": job.base, "method_version": job.version, "dataset": job.dataset,
-              "shots": job.shots, "seed": job.seed, "protocol": job.protocol, "backbone": job.backbone,
-              "params": job.params, "status": "failed", "error": error, "metrics": {}, "device": where,
+    record = {**job_fields(job, suite.name), "status": "failed", "error": error, "metrics": {}, "device": where,
               "host": platform.node(), "timings": {"wall_s": wall_s}, "artifacts": [],
               "log": str(logfile.relative_to(suite.results_dir)), "log_tail": log_tail(logfile),
               "created_at": now_iso()}
