@@ -36,6 +36,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from bench.cache import cache_root
 from bench.data.synthetic import COLOURS, SHAPES, Style, file_lock, render
 from bench.errors import BenchError
 
@@ -142,7 +143,7 @@ def read_asset(asset_dir: Path = ASSET_DIR) -> dict:
 
 def smoke_backbone_dir() -> Path:
     """Where the shipped weights are expanded into an open_clip local-dir."""
-    return Path(os.environ.get("BENCH_CACHE") or Path.home() / ".cache" / "bench").expanduser() / "smoke" / "tiny-clip"
+    return cache_root() / "smoke" / "tiny-clip"
 
 
 def ensure_smoke_backbone(path: Path | None = None, asset_dir: Path = ASSET_DIR) -> Path:
