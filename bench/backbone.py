@@ -43,6 +43,7 @@ def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Bac
 
 
 def _load(spec: BackboneSpec, device) -> Backbone:
+    check_backbone(spec)  # also run by the driver's preflight; here for inline runs and notebooks
     model_name, pretrained, force_quick_gelu = _resolve(spec)
     try:
         model = open_clip.create_model(model_name, pretrained=pretrained or None,
@@ -63,23 +64,92 @@ def _load(spec: BackboneSpec, device) -> Backbone:
 
 
 def _resolve(spec: BackboneSpec) -> tuple[str, str, bool]:
-    if spec.builtin:
-        if spec.builtin != "smoke":
-            raise BenchError(f"backbone '{spec.name}': unknown builtin '{spec.builtin}' (only 'smoke')")
+    if spec.builtin:  # the config allows only "smoke"
         from bench.smoke_backbone import ensure_smoke_backbone, smoke_backbone_dir
 
         return f"local-dir:{ensure_smoke_backbone(smoke_backbone_dir())}", "", False
     if spec.local_dir:
-        if not Path(spec.local_dir).expanduser().is_dir():
-            raise BenchError(f"backbone '{spec.name}': local_dir {spec.local_dir} is not a directory")
         return f"local-dir:{Path(spec.local_dir).expanduser()}", "", False
-    if spec.model not in open_clip.list_models():
-        from bench.errors import unknown
-
-        raise BenchError(f"backbone '{spec.name}': {unknown('open_clip model', spec.model, open_clip.list_models())}")
     # OpenAI's CLIP was trained with QuickGELU; open_clip's plain names use nn.GELU, which silently
     # changes every activation. Force it whatever name the user wrote.
     return spec.model, spec.pretrained, spec.pretrained == "openai"
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def check_backbone(spec: BackboneSpec) -> None:
+    """What can be checked without loading the weights, so that a typo stops the run before its first
+    job (the driver's preflight calls this) instead of failing every job: the model name, the
+    pretrained tag or checkpoint file (exists, has a checkpoint's header), a local_dir's config and
+    weights, and whether a tag's weights are in the offline cache."""
+    where = f"backbone '{spec.name}'"
+    if spec.local_dir:
+        return _check_local_dir(Path(spec.local_dir).expanduser(), where)
+    if spec.builtin:
+        return
+    if spec.model not in open_clip.list_models():
+        from bench.errors import unknown
+
+        raise BenchError(f"{where}: {unknown('open_clip model', spec.model, open_clip.list_models())}")
+    if not spec.pretrained:
+        return  # random weights, on purpose (timing runs)
+    tags = open_clip.list_pretrained_tags_by_model(spec.model)
+    if spec.pretrained in tags:
+        return _check_cached(spec, where)
+    path = Path(spec.pretrained).expanduser()
+    if not path.exists():
+        from bench.errors import did_you_mean
+
+        raise BenchError(f"{where}: pretrained '{spec.pretrained}' is neither a checkpoint file nor a tag of "
+                         f"{spec.model}{did_you_mean(spec.pretrained, tags)}")
+    _check_weights_file(path, where)
+
+
+def _check_local_dir(folder: Path, where: str) -> None:
+    import json
+
+    config = folder / "open_clip_config.json"
+    if not folder.is_dir():
+        raise BenchError(f"{where}: local_dir {folder} is not a folder")
+    try:
+        ok = "model_cfg" in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{where}: local_dir {folder}: cannot read open_clip_config.json ({exc})") from None
+    if not ok:
+        raise BenchError(f"{where}: {config} has no 'model_cfg'; it is not an open_clip config")
+    weights = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if not weights:  # open_clip would only log a warning and build a randomly initialised model
+        raise BenchError(f"{where}: local_dir {folder} holds no weights file ({', '.join(WEIGHT_SUFFIXES)})")
+    _check_weights_file(weights[0], where)
+
+
+def _check_weights_file(path: Path, where: str) -> None:
+    """A checkpoint's first bytes: a zip (torch.save, TorchScript), a pickle (legacy torch.save), or
+    a safetensors header (8-byte length, then JSON)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+    except OSError as exc:
+        raise BenchError(f"{where}: cannot read {path}: {exc.strerror or exc}") from None
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or head[8:9] == b"{"):
+        raise BenchError(f"{where}: {path} is not a checkpoint (expected a PyTorch or safetensors file)")
+
+
+def _check_cached(spec: BackboneSpec, where: str) -> None:
+    """Offline (HF_HUB_OFFLINE=1), a tag whose weights were never downloaded cannot load."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        return  # the worker downloads them
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.pretrained import get_pretrained_cfg
+
+    hub = get_pretrained_cfg(spec.model, spec.pretrained).get("hf_hub", "")
+    model_id, filename = os.path.split(hub)
+    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    if not any(isinstance(try_to_load_from_cache(model_id, name), str) for name in names):
+        raise BenchError(f"{where}: {_missing_weights_message(spec)}")
 
 
 def _missing_weights_message(spec: BackboneSpec) -> str:

@@ -32,8 +32,11 @@ def check(
     full: bool = typer.Option(False, "--full", help="Decode every image, not a sample."),
 ) -> None:
     """Check layout, split-file hashes, counts and images; print what to download where."""
+    flag = "--root" if root else "the data root ($BENCH_DATA, else ./data)"
     root = root or default_data_root()
     try:
+        if root.exists() and not root.is_dir():  # (a missing root: every dataset "missing", with advice)
+            raise BenchError(f"{flag} {root}: is a file; give the folder that holds the datasets")
         cards = [load_card(n) for n in _names(datasets)]
         healths = [check_dataset(c, root, full=full) for c in cards]
     except BenchError as e:

@@ -15,7 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from bench.errors import BenchError, unknown
-from bench.schema import Key, check, params_spec, type_name
+from bench.schema import MAX_COUNT, Key, check, check_identifier, params_spec, type_name
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Suite:
     precision: str = "amp"  # amp (bf16/fp16 autocast on GPU) | fp32
     protocol: str = "fewshot"  # the evaluation protocol; part of every job key (PROTOCOLS lists the valid ones)
     cli_set: dict = field(default_factory=dict)  # method name -> {param: value} from `--set` (bench.jobs.with_cli_set)
+    unresolved: str = ""  # why a path could not be expanded (an unset ${VAR}); raised when the suite is chosen
 
 
 @dataclass(frozen=True)
@@ -88,15 +89,18 @@ class Config:
         name = name or self.default_suite
         if name not in self.suites:
             raise unknown("suite", name, self.suites)
+        if self.suites[name].unresolved:  # only now: a cluster suite's ${SCRATCH} must not block a laptop
+            raise BenchError(self.suites[name].unresolved)
         return self.suites[name]
 
 
 PROTOCOLS = ("fewshot",)  # implemented protocols; a new one (e.g. base-to-new) gets its own jobs and ids
 PRECISIONS = ("amp", "fp32")
 TOP_SPEC = {"default_suite": Key(str), "backbones": Key(dict), "suites": Key(dict), "methods": Key(dict)}
-BACKBONE_SPEC = {k: Key(str) for k in ("model", "pretrained", "local_dir", "builtin")}
+BACKBONE_SPEC = {**{k: Key(str) for k in ("model", "pretrained", "local_dir")},
+                 "builtin": Key(str, choices=("smoke",), kind="builtin backbone")}
 ENTRY_SPEC = {"base": Key(str), "when": Key(list, items=dict)}  # besides the method's own parameters
-COUNTS = Key(list, required=True, items=int, range=(1, None), nonempty=True, unique=True)
+COUNTS = Key(list, required=True, items=int, range=(1, MAX_COUNT), nonempty=True, unique=True)
 
 
 def _names(kind: str, known, **extra) -> Key:
@@ -124,12 +128,22 @@ def default_tasks_path() -> Path:
     return local if local.exists() else Path(str(files("bench") / "tasks.toml"))
 
 
+class UnsetVariable(BenchError):
+    """A ${VAR} without a default names a variable that is not set."""
+
+
 def expand_path(text: str, base: Path) -> Path:
     """Expand ${VAR:-default} and ~; a relative path is relative to `base`: the loader passes the
-    current working directory, never the tasks file's folder (the embedded one is in site-packages)."""
+    current working directory, never the tasks file's folder (the embedded one is in site-packages).
+    An unset ${VAR} without a default is an error, not an empty string: "${SCRATCH}/data" must not
+    become "/data"."""
 
     def env(match: re.Match) -> str:
-        return os.environ.get(match.group(1)) or (match.group(3) or "")
+        value = os.environ.get(match.group(1)) or match.group(3)
+        if value is None:
+            raise UnsetVariable(f"${{{match.group(1)}}} is not set; export {match.group(1)}=... or write "
+                                f"${{{match.group(1)}:-default}}")
+        return value
 
     expanded = re.sub(r"\$\{(\w+)(:-([^}]*))?\}", env, text)
     path = Path(expanded).expanduser()
@@ -150,12 +164,15 @@ def load(path: Path | None = None, known_methods=None, known_datasets=None, para
     `params_of(base method) → its Params dataclass`, so is every method parameter (bench.schema)."""
     path = Path(path) if path else default_tasks_path()
     raw = check(_read(path), TOP_SPEC, str(path))
+    for kind, table in (("backbone", "backbones"), ("method", "methods"), ("suite", "suites")):
+        for name in raw.get(table, {}):
+            check_identifier(kind, name, f"{path} [{table}.{name}]")
     backbones = {n: _backbone(n, t, f"{path} [backbones.{n}]") for n, t in raw.get("backbones", {}).items()}
     entries = {n: _method_entry(n, t, path, known_methods, known_datasets, params_of)
                for n, t in raw.get("methods", {}).items()}
     methods = None if known_methods is None else sorted(set(entries) | set(known_methods))
     spec = _suite_spec(backbones, known_datasets, methods)
-    suites = {n: _suite(n, check(t, spec, f"{path} [suites.{n}]"), backbones, entries)
+    suites = {n: _suite(n, check(t, spec, f"{path} [suites.{n}]"), backbones, entries, f"{path} [suites.{n}]")
               for n, t in raw.get("suites", {}).items()}
     if not suites:
         raise BenchError(f"{path}: no [suites.NAME] table; declare at least one suite")
@@ -211,15 +228,19 @@ def _override(table, where: str, known_datasets, spec) -> Override:
     return Override(tuple(fields.get("datasets", ())), tuple(fields.get("shots", ())), values)
 
 
-def _suite(name: str, table: dict, backbones: dict, entries: dict) -> Suite:
+def _suite(name: str, table: dict, backbones: dict, entries: dict, where: str) -> Suite:
     """A [suites.NAME] table already checked against _suite_spec."""
-    base = Path.cwd()  # relative data_root/results_dir: the working directory (see expand_path)
+    paths, unresolved = {}, ""
+    defaults = {"data_root": "${BENCH_DATA:-data}", "results_dir": f"results/{name}"}
+    for key, default in defaults.items():
+        try:  # relative data_root/results_dir: the working directory (see expand_path)
+            paths[key] = expand_path(table.get(key, default), Path.cwd())
+        except UnsetVariable as exc:
+            paths[key], unresolved = Path(table[key]), unresolved or f"{where} {key}: {exc}"
     return Suite(
         name=name, datasets=tuple(table["datasets"]), shots=tuple(table["shots"]),
-        seeds=tuple(table["seeds"]), backbone=backbones[table["backbone"]],
-        data_root=expand_path(table.get("data_root", "${BENCH_DATA:-data}"), base),
-        results_dir=expand_path(table.get("results_dir", f"results/{name}"), base),
+        seeds=tuple(table["seeds"]), backbone=backbones[table["backbone"]], **paths,
         methods=tuple(table.get("methods", ())), method_entries=entries,
-        precision=table.get("precision", "amp"), protocol=table.get("protocol", "fewshot"),
+        precision=table.get("precision", "amp"), protocol=table.get("protocol", "fewshot"), unresolved=unresolved,
     )
 

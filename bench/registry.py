@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 
 from bench.errors import BenchError, unknown
 from bench.method import Method
+from bench.schema import check_identifier
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class Registry:
         name = getattr(cls, "name", None)
         if not name or not isinstance(name, str):
             raise BenchError(f"{cls.__qualname__} must set a string `name` to be registered")
+        check_identifier(self.kind, name, f"{cls.__module__}.{cls.__qualname__}")
         if name in self._items and self._items[name] is not cls:
             raise BenchError(f"{self.kind} '{name}' is registered twice "
                              f"({self._origin[name]} and {cls.__module__})")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from bench import progress
 from bench.config import Suite
+from bench.errors import BenchError
 from bench.executors import DEFAULT_RUNNER, Executor, Gate, Listener
 from bench.locks import sweep_stale
 from bench.results import latest_per_job, now_iso, read_records
@@ -26,8 +29,6 @@ log = logging.getLogger(__name__)
 
 def run_mode(force: bool = False, retry_failed: bool = False) -> str:
     if force and retry_failed:
-        from bench.errors import BenchError
-
         raise BenchError("--force and --retry-failed contradict each other; pick one")
     return "force" if force else "retry_failed" if retry_failed else "resume"
 
@@ -47,10 +48,16 @@ def preflight(suite: Suite, jobs: list[Job], runner: str = DEFAULT_RUNNER) -> No
     """Fail fast, before any job starts, when a dataset is unusable (the doctor's message). A runner
     module may bring its own `preflight(suite, jobs)` (the scheduler tests' fake runner does).
     Progress (bench.progress): one step "generating dataset NAME" per smoke dataset not yet there."""
+    check_writable_folder(suite.results_dir, "results_dir", f"the results_dir of [suites.{suite.name}]")
     custom = getattr(importlib.import_module(runner), "preflight", None) if runner != DEFAULT_RUNNER else None
     if custom is not None:
         custom(suite, jobs)
         return
+    from bench.backbone import check_backbone
+    from bench.cache import cache_root
+
+    if cache_root().is_file():  # a read-only or full cache only slows a run down (bench.features)
+        raise BenchError(f"the cache folder {cache_root()} is a file; point BENCH_CACHE at a folder")
     from bench.data import load_card
     from bench.data.doctor import ensure_usable
 
@@ -65,6 +72,20 @@ def preflight(suite: Suite, jobs: list[Job], runner: str = DEFAULT_RUNNER) -> No
                 with progress.step(f"generating dataset {name}"):
                     ensure_generated(card, suite.data_root)
         ensure_usable(card, suite.data_root)
+    check_backbone(suite.backbone)
+
+
+def check_writable_folder(folder: Path, what: str, where: str) -> None:
+    """`folder` exists (or is created) and takes a new file: a results folder that is a file, sits
+    under a file, or is read-only fails here, before any job, not in every job's record write."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = "it is a file" if folder.is_file() else exc.strerror or str(exc)
+        raise BenchError(f"{what} {folder} is not a writable folder ({reason}); fix {where} or the folder's "
+                         "permissions") from None
 
 
 def by_dataset(jobs: list[Job]) -> list[Job]:

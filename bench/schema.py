@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import typing
 from dataclasses import dataclass
 
 from bench.errors import BenchError, did_you_mean
 
+MAX_COUNT = 2**31 - 1  # the largest shot count or seed: numpy and torch seed from it; more is a typo
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
           tuple: "a list", dict: "a table"}
 _PLURAL = {str: "strings", int: "integers", float: "numbers", bool: "booleans", dict: "tables"}
@@ -60,8 +62,9 @@ def describe(key: Key) -> str:
 
 def _element(key: Key, plural: bool) -> str:
     base = key.items if key.type in (list, tuple) else key.type
-    if base is int and key.range == (1, None) and not key.open:
-        return "positive integers" if plural else "a positive integer"
+    if base is int and key.range in ((1, None), (1, MAX_COUNT)) and not key.open:
+        bound = "" if key.range[1] is None else f" up to {MAX_COUNT}"
+        return f"positive integers{bound}" if plural else f"a positive integer{bound}"
     text = (_PLURAL if plural else _NAMES).get(base, getattr(base, "__name__", "values"))
     return f"{text} {_in_range(key)}" if key.range is not None else text
 
@@ -137,6 +140,17 @@ def _within(value, key: Key) -> bool:
     if key.open:
         return (low is None or value > low) and (high is None or value < high)
     return (low is None or value >= low) and (high is None or value <= high)
+
+
+IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def check_identifier(kind: str, name: str, where: str) -> None:
+    """Method, variant, suite, backbone and dataset names become folder and file names (records/,
+    results/<suite>, caches): a '/', '..' or space in one would write outside its folder."""
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
+        raise BenchError(f"{where}: {kind} name {name!r} must start with a letter and hold only letters, "
+                         "digits, '_' and '-' (it becomes a folder name); rename it")
 
 
 @functools.lru_cache(maxsize=None)

@@ -91,6 +91,9 @@ def load_card(name: str) -> DatasetCard:
     names = card_names()
     if name not in names:
         raise unknown("dataset", name, names)
+    from bench.schema import check_identifier
+
+    check_identifier("dataset", name, str(cards_dir() / f"{name}.toml"))  # it names cache and record folders
     return parse_card(cards_dir() / f"{name}.toml")
 
 

@@ -15,6 +15,7 @@ so several drivers, array tasks or nodes can share one results folder.
 from __future__ import annotations
 
 import importlib
+import re
 
 from bench.errors import BenchError, unknown
 from bench.executors.base import DEFAULT_RUNNER, MODES, Executor, Gate, Listener
@@ -40,8 +41,32 @@ def make_executor(name: str, **options) -> Executor:
     module, attr = BACKENDS[name]
     cls = getattr(importlib.import_module(module), attr)
     given = {key: value for key, value in options.items() if value is not None}
+    for key, value in given.items():
+        check_option(key, value, name)
     extra = sorted(set(given) - cls.options)
     if extra:
         flags = ", ".join(FLAGS.get(key, key) for key in extra)
         raise BenchError(f"{flags} does not apply to --executor {name}; drop it or pick another executor")
     return cls(**given)
+
+
+POSITIVE = ("jobs_per_gpu", "chunk_size", "slurm_timeout_min", "slurm_gpus")
+GPU_ID = re.compile(r"\d+|(GPU|MIG)-[0-9A-Za-z-]+")  # what CUDA_VISIBLE_DEVICES accepts
+TORCH_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?")
+
+
+def check_option(key: str, value, executor: str) -> None:
+    """An option's value, checked before anything starts (a bad --gpus would otherwise run on a
+    device named "gpuabc")."""
+    flag = FLAGS.get(key, key)
+    if key in POSITIVE and value < 1:
+        raise BenchError(f"{flag} must be at least 1, got {value}")
+    if key == "gpus":
+        bad = [gpu for gpu in value if not GPU_ID.fullmatch(gpu)]
+        if bad:
+            raise BenchError(f"--gpus {','.join(value)}: '{bad[0]}' is not a GPU index (e.g. --gpus 0,1) or UUID")
+    if key == "device" and not TORCH_DEVICE.fullmatch(value):
+        raise BenchError(f"--device {value}: not a device; use cpu, cuda, cuda:N or mps")
+    if key == "device" and executor != "inline" and value not in ("cpu", "cuda") and not value.startswith("cuda:"):
+        raise BenchError(f"--device {value}: --executor {executor} runs on cpu or its GPUs; use --device cpu "
+                         "or --executor inline")

@@ -48,8 +48,6 @@ class Slot:
 
 
 def plan_slots(gpus: list[str] | None, jobs_per_gpu: int, device: str | None) -> list[Slot]:
-    if jobs_per_gpu < 1:
-        raise BenchError(f"--jobs-per-gpu must be at least 1, got {jobs_per_gpu}")
     if device and device.startswith("cuda:"):
         raise BenchError(f"--device {device}: the local executor pins devices itself; use --gpus {device[5:]}")
     if device == "cpu":  # an empty CUDA_VISIBLE_DEVICES hides the GPUs from a CPU run

@@ -30,4 +30,15 @@ def plugin_modules(value: str | None = None) -> list[ModuleType]:
         except ImportError as exc:
             raise BenchError(f"${ENV} names '{name}', which does not import ({exc}); fix the name or "
                              f"PYTHONPATH") from None
+        except Exception as exc:  # the module's own code raised: its file and line, not a traceback
+            raise BenchError(f"${ENV} module '{name}' raised {type(exc).__name__} while importing{_at(exc)}: "
+                             f"{exc}; fix that module or drop it from ${ENV}") from None
     return modules
+
+
+def _at(exc: BaseException) -> str:
+    """ ' at FILE:LINE' of the innermost frame of the exception's traceback."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""

@@ -33,8 +33,6 @@ class RayExecutor(Executor):
 
     def __init__(self, ray_address: str | None = None, jobs_per_gpu: int = 1, chunk_size: int | None = None,
                  feature_cache: bool = True, runner: str = DEFAULT_RUNNER, device: str | None = None):
-        if jobs_per_gpu < 1:
-            raise BenchError(f"--jobs-per-gpu must be at least 1, got {jobs_per_gpu}")
         self.address, self.jobs_per_gpu, self.chunk_size = ray_address, jobs_per_gpu, chunk_size
         self.worker_options = {"feature_cache": feature_cache, "runner": runner, "device": device}
 

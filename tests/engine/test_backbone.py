@@ -51,7 +51,7 @@ def test_local_checkpoint_file_loads_those_weights(tmp_path):
     assert loaded.quick_gelu and loaded.image_size == 16
     assert not any(p.requires_grad for p in loaded.model.parameters())
     assert load_backbone(BackboneSpec("b", model="bench-test-tiny", pretrained=str(tmp_path / "w.pt"))).digest == loaded.digest
-    with pytest.raises(BenchError, match="local_dir .* is not a directory"):
+    with pytest.raises(BenchError, match="local_dir .* is not a folder"):
         load_backbone(BackboneSpec("b", local_dir=str(tmp_path / "missing")))
 
 

@@ -31,7 +31,7 @@ def records(tasks, suite="smoke"):
 @pytest.mark.parametrize("args, message", [
     (["run", "--suite", "smoke", "--methods", "zeroshoot"], "unknown method 'zeroshoot' (did you mean 'zeroshot'?)"),
     (["run", "--suite", "smoek"], "unknown suite 'smoek' (did you mean 'smoke'?)"),
-    (["run", "--suite", "smoke", "--shots", "0"], "--shots values must be positive integers"),
+    (["run", "--suite", "smoke", "--shots", "0"], "--shots values must be integers from 1 to"),
     (["run", "--suite", "smoke", "--seeds", "one"], "--seeds takes a comma-separated list of integers"),
     (["run", "--suite", "smoke", "--datasets", "dtd"], "unknown dataset 'dtd'"),
     (["run", "--suite", "smoke", "--backbone", "vit_b61"], "unknown backbone 'vit_b61' (did you mean 'vit_b16'?)"),

@@ -158,7 +158,7 @@ def test_status_filters(tasks):
 @pytest.mark.parametrize("flag, value, message", [
     ("--methods", "zeroshoot", "unknown method 'zeroshoot' (did you mean 'zeroshot'?)"),
     ("--datasets", "smoke_shape", "unknown dataset 'smoke_shape' (did you mean 'smoke_shapes'?)"),
-    ("--shots", "0", "--shots values must be positive integers"),
+    ("--shots", "0", "--shots values must be integers from 1 to"),
     ("--seeds", "one", "--seeds takes a comma-separated list of integers"),
 ])
 def test_bad_filters_are_one_line_and_exit_2(tasks, command, flag, value, message):
