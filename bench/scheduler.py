@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import logging
 import tempfile
+import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -94,15 +96,41 @@ def by_dataset(jobs: list[Job]) -> list[Job]:
 
 @dataclass
 class Outcome:
-    ok: list = field(default_factory=list)  # records created during the run
+    ok: list = field(default_factory=list)  # records created during the run (by this driver or another)
     failed: list = field(default_factory=list)
     not_run: list = field(default_factory=list)  # jobs: interrupted, lost, or still running elsewhere
+    ran_here: int = 0  # jobs this driver ran itself
+    skipped: Counter = field(default_factory=Counter)  # why the others did not run here -> how many
 
 
-def outcome(suite: Suite, jobs: list[Job], since: str) -> Outcome:
+class Tally(Listener):
+    """Counts what this driver did itself, passing every event on to the progress view."""
+
+    def __init__(self, inner: Listener):
+        self.inner, self.finished_here, self.skipped_why = inner, 0, Counter()
+        self._lock = threading.Lock()
+
+    def started(self, job, where):
+        self.inner.started(job, where)
+
+    def finished(self, job, summary):
+        with self._lock:
+            self.finished_here += 1
+        self.inner.finished(job, summary)
+
+    def skipped(self, job, reason):
+        with self._lock:
+            self.skipped_why[reason] += 1
+        self.inner.skipped(job, reason)
+
+    def progress(self, job, stage, done, total):
+        self.inner.progress(job, stage, done, total)
+
+
+def outcome(suite: Suite, jobs: list[Job], since: str, tally: Tally | None = None) -> Outcome:
     from bench.executors.base import latest_record
 
-    result = Outcome()
+    result = Outcome(ran_here=tally.finished_here if tally else 0, skipped=tally.skipped_why if tally else Counter())
     for job in jobs:
         record = latest_record(suite.results_dir, job)
         if record is None or record["created_at"] < since:
@@ -117,8 +145,9 @@ def execute(suite: Suite, jobs: list[Job], executor: Executor, listener: Listene
     """Run `jobs` (the pending ones) on `executor`; KeyboardInterrupt propagates after a clean stop."""
     since = now_iso()
     sweep_stale(suite.results_dir)
-    executor.run(suite, by_dataset(jobs), Gate(suite.results_dir, mode, since), listener or Listener())
-    return outcome(suite, jobs, since)
+    tally = Tally(listener or Listener())
+    executor.run(suite, by_dataset(jobs), Gate(suite.results_dir, mode, since), tally)
+    return outcome(suite, jobs, since, tally)
 
 
 def run_inline(suite: Suite, jobs: list[Job], on_done: Callable[[dict], None] | None = None,
