@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bench.errors import BenchError
+from bench.schema import MAX_COUNT
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Few-shot CLIP benchmark: run method × dataset × shots × seeds grids and report them.")
@@ -58,14 +59,21 @@ def user_errors(func):
 
 
 def csv_list(value: Optional[str], kind=str, name="value") -> list | None:
-    if not value:
+    """A comma-separated flag value; None when the flag is not given. Empty lists, repeated items and
+    (for integers) values outside 1..MAX_COUNT are refused: `--methods ,` must not mean "all"."""
+    if value is None:
         return None
     try:
         items = [kind(v.strip()) for v in value.split(",") if v.strip()]
     except ValueError:
         raise BenchError(f"--{name} takes a comma-separated list of integers, got '{value}'") from None
-    if kind is int and any(v < 1 for v in items):
-        raise BenchError(f"--{name} values must be positive integers, got '{value}'")
+    if not items:
+        raise BenchError(f"--{name} '{value}' names nothing; give a comma-separated list or drop the flag")
+    if kind is int and any(not 1 <= v <= MAX_COUNT for v in items):
+        raise BenchError(f"--{name} values must be integers from 1 to {MAX_COUNT}, got '{value}'")
+    twice = sorted({str(v) for v in items if items.count(v) > 1})
+    if twice:
+        raise BenchError(f"--{name} lists {', '.join(twice)} more than once")
     return items
 
 
@@ -97,19 +105,24 @@ def run(
     slurm_partition: Optional[str] = typer.Option(None, help="slurm: partition"),
     slurm_timeout_min: Optional[int] = typer.Option(None, help="slurm: time limit per array task, minutes"),
     slurm_gpus: Optional[int] = typer.Option(None, help="slurm: GPUs per array task"),
+    job_timeout: Optional[str] = typer.Option(None, "--job-timeout", metavar="MINUTES",
+                                              help="kill a job running longer; beats every method's timeout_min"),
     runner: Optional[str] = typer.Option(None, hidden=True, help="module providing Workspace/run_job (tests)"),
     set_: Optional[list[str]] = SetOpt,
 ):
     """Expand the grid into jobs and run the unfinished ones; every job leaves one result record."""
     from bench.commands import run_command
+    from bench.jobs import parse_job_timeout
 
-    options = {"gpus": csv_list(gpus), "jobs_per_gpu": jobs_per_gpu, "device": device, "chunk_size": chunk_size,
+    options = {"gpus": csv_list(gpus, name="gpus"), "jobs_per_gpu": jobs_per_gpu, "device": device,
+               "chunk_size": chunk_size,
                "ray_address": ray_address, "slurm_partition": slurm_partition,
                "slurm_timeout_min": slurm_timeout_min, "slurm_gpus": slurm_gpus, "runner": runner}
-    run_command(load_config(tasks), console, suite=suite, backbone=backbone, methods=csv_list(methods),
-                datasets=csv_list(datasets), shots=csv_list(shots, int, "shots"), seeds=csv_list(seeds, int, "seeds"),
+    run_command(load_config(tasks), console, suite=suite, backbone=backbone,
+                methods=csv_list(methods, name="methods"), datasets=csv_list(datasets, name="datasets"),
+                shots=csv_list(shots, int, "shots"), seeds=csv_list(seeds, int, "seeds"),
                 force=force, retry_failed=retry_failed, dry_run=dry_run, executor=executor, executor_options=options,
-                cli_set=set_)
+                cli_set=set_, job_timeout_s=parse_job_timeout(job_timeout))
 
 
 @app.command()
@@ -127,8 +140,9 @@ def status(
     """Done / failed / running / pending jobs per method × dataset, from the records and lock files."""
     from bench.commands import status_command
 
-    status_command(load_config(tasks), console, suite=suite, backbone=backbone, methods=csv_list(methods),
-                   datasets=csv_list(datasets), shots=csv_list(shots, int, "shots"),
+    status_command(load_config(tasks), console, suite=suite, backbone=backbone,
+                   methods=csv_list(methods, name="methods"), datasets=csv_list(datasets, name="datasets"),
+                   shots=csv_list(shots, int, "shots"),
                    seeds=csv_list(seeds, int, "seeds"), cli_set=set_)
 
 
@@ -157,8 +171,9 @@ def report(
     from bench.commands import report_command
 
     report_command(load_config(tasks), suite=suite, results=results, out=out, fmt=fmt, all_configs=all_configs,
-                   compare=compare, include_oracle=include_oracle, plots=plots, methods=csv_list(methods),
-                   datasets=csv_list(datasets), shots=csv_list(shots, int, "shots"),
+                   compare=compare, include_oracle=include_oracle, plots=plots,
+                   methods=csv_list(methods, name="methods"), datasets=csv_list(datasets, name="datasets"),
+                   shots=csv_list(shots, int, "shots"),
                    seeds=csv_list(seeds, int, "seeds"), cli_set=set_)
 
 

@@ -28,14 +28,14 @@ def select_suite(cfg: Config, suite_name, backbone_name, cli_set=None):
 
 def run_command(cfg, console: Console, *, suite=None, backbone=None, methods=None, datasets=None, shots=None,
                 seeds=None, force=False, retry_failed=False, dry_run=False, executor="local",
-                executor_options: dict | None = None, cli_set=None):
+                executor_options: dict | None = None, cli_set=None, job_timeout_s=None):
     from bench.executors import make_executor
-    from bench.jobs import cell_label, expand
+    from bench.jobs import cell_label, expand, with_job_timeout
     from bench.scheduler import pending_jobs, run_mode
 
     chosen = select_suite(cfg, suite, backbone, cli_set)
     mode = run_mode(force, retry_failed)
-    jobs = expand(chosen, methods, datasets, shots, seeds)
+    jobs = with_job_timeout(expand(chosen, methods, datasets, shots, seeds), job_timeout_s)  # ids stay the same
     todo = pending_jobs(chosen, jobs, force, retry_failed)
     backend = make_executor(executor, **(executor_options or {}))
     counts = (f"{len(todo)} failed to retry, {len(jobs) - len(todo)} others left alone" if mode == "retry_failed"
@@ -52,9 +52,10 @@ def run_command(cfg, console: Console, *, suite=None, backbone=None, methods=Non
         return
     runner = (executor_options or {}).get("runner") or "bench.runner"
     result = _run_with_progress(chosen, todo, backend, mode, console, runner)
-    console.print(f"done: {len(result.ok)} ok, {len(result.failed)} failed"
-                  + (f", {len(result.not_run)} not run here (see `bench status`)" if result.not_run else "")
-                  + f"; per-job logs in {chosen.results_dir / 'logs'}")
+    console.print(_done_line(result) + f"; per-job logs in {chosen.results_dir / 'logs'}", highlight=False,
+                  soft_wrap=True)
+    if result.fault:
+        console.print(f"[red]stopped early[/]: {escape(result.fault)}", highlight=False, soft_wrap=True)
     if result.ok or result.failed:
         from bench.status import run_table
 
@@ -66,8 +67,23 @@ def run_command(cfg, console: Console, *, suite=None, backbone=None, methods=Non
     if result.failed:
         console.print("rerun only the failed ones with --retry-failed")
     console.print(f"next: {_next_command(cfg, 'report', chosen)}", highlight=False, soft_wrap=True)
-    if result.failed:
+    if result.failed or result.not_run:  # exit 0 means: every job asked for has an ok record
         raise SystemExit(1)
+
+
+def _done_line(result) -> str:
+    """What happened to the jobs of this run, and who ran them (several drivers may share a folder)."""
+    text = f"done: {len(result.ok)} ok, {len(result.failed)} failed; this driver ran {result.ran_here}"
+    elsewhere = len(result.ok) + len(result.failed) - result.ran_here
+    if elsewhere > 0:
+        text += f", another process ran {elsewhere}"
+    if result.not_run:
+        claimed = min(result.skipped.get("claimed by another process", 0), len(result.not_run))
+        why = [f"{claimed} still claimed by another process"] if claimed else []
+        lost = "stopped: the results folder took no more files" if result.fault else "stopped or lost"
+        why += [f"{len(result.not_run) - claimed} {lost}"] if len(result.not_run) > claimed else []
+        text += f"; {len(result.not_run)} not run ({', '.join(why)}; see `bench status`, then rerun)"
+    return text
 
 
 def _next_command(cfg, command: str, suite) -> str:
@@ -105,17 +121,20 @@ def _run_with_progress(suite, jobs, executor, mode, console, runner="bench.runne
 def status_command(cfg, console: Console, *, suite=None, backbone=None, methods=None, datasets=None, shots=None,
                    seeds=None, cli_set=None):
     from bench.jobs import expand
-    from bench.status import status_table
+    from bench.status import damaged_note, status_table
 
     chosen = select_suite(cfg, suite, backbone, cli_set)
     jobs = expand(chosen, methods, datasets, shots, seeds)
-    table, totals, running = status_table(chosen.results_dir, jobs)
+    table, totals, running, damaged = status_table(chosen.results_dir, jobs)
     console.print(table)
     console.print(f"{len(jobs)} jobs: " + ", ".join(f"{totals[s]} {s}" for s in ("done", "failed", "running",
                                                                                   "pending")), highlight=False)
     for info in running:
         console.print(f"  running {info.get('label') or info.get('job_id')} on {info.get('host')}:"
-                      f"{info.get('where')} (pid {info.get('pid')}, since {info.get('started')})", highlight=False)
+                      f"{info.get('where')} (pid {info.get('pid')}, since {info.get('started')})", highlight=False,
+                      markup=False)  # a lock file's text is not markup
+    for line in damaged_note(damaged):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def report_command(cfg, *, suite=None, results=None, out=None, fmt="md", all_configs=False, compare=None,

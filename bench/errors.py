@@ -1,6 +1,10 @@
 """User-facing errors: the CLI prints the message as one line and exits with code 2."""
 
 import difflib
+import errno
+
+# OSErrors that mean "this folder cannot take files now" (read-only, no permission, disk full, quota)
+UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
 
 
 class BenchError(Exception):

@@ -10,11 +10,11 @@ import dataclasses
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bench.config import Suite
+from bench.config import MAX_TIMEOUT_MIN, Suite
 from bench.errors import BenchError, unknown
-from bench.method import build_params, params_dict
+from bench.method import build_params, job_precision, params_dict
 from bench.registry import METHODS
 from bench.results import cell_label  # noqa: F401 - re-exported: Job.label and the CLI use it
 
@@ -39,12 +39,18 @@ class Job:
     backbone: dict  # BackboneSpec.identity()
     params: dict  # fully resolved hyperparameters
     protocol: str = "fewshot"  # Suite.protocol: the same cell under another protocol is another job
+    # The executor kills the job after this long (timeout_min, --job-timeout). Not in the key: a
+    # timeout does not change what a finished job computes, so raising it must not make a new job.
+    timeout_s: float | None = field(default=None, compare=False)
+    # What the job asks to run in (bench.method.RUN_PRECISIONS; on a CPU it runs fp32). In the key:
+    # fp16, amp and fp32 give different numbers, so they are different jobs.
+    precision: str = "fp32"
 
     @property
     def key(self) -> dict:
         return {"method": self.method, "base": self.base, "version": self.version, "dataset": self.dataset,
                 "shots": self.shots, "seed": self.seed, "backbone": self.backbone, "params": self.params,
-                "protocol": self.protocol}
+                "protocol": self.protocol, "precision": self.precision}
 
     @property
     def id(self) -> str:
@@ -68,6 +74,32 @@ def method_names(suite: Suite) -> list[str]:
 def _base(suite: Suite, method: str) -> str:
     entry = suite.method_entries.get(method)
     return entry.base if entry else method
+
+
+def method_timeout_s(suite: Suite, method: str) -> float | None:
+    """A method's timeout_min in seconds: its own entry's, else (a variant) its base's; None: no limit."""
+    entry = suite.method_entries.get(method)
+    base = suite.method_entries.get(_base(suite, method))
+    minutes = next((e.timeout_min for e in (entry, base) if e is not None and e.timeout_min), None)
+    return None if minutes is None else minutes * 60
+
+
+def parse_job_timeout(text: str | None) -> float | None:
+    """`--job-timeout MINUTES` in seconds (None: not given)."""
+    if text is None:
+        return None
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = float("nan")
+    if not 0 < minutes <= MAX_TIMEOUT_MIN:  # also refuses nan and inf
+        raise BenchError(f"--job-timeout takes minutes, a number > 0 (e.g. --job-timeout 30), got '{text}'")
+    return minutes * 60
+
+
+def with_job_timeout(jobs: list[Job], seconds: float | None) -> list[Job]:
+    """`--job-timeout`: the same jobs (same ids) with every method's timeout replaced."""
+    return jobs if seconds is None else [dataclasses.replace(job, timeout_s=seconds) for job in jobs]
 
 
 def resolve_params(suite: Suite, method: str, dataset: str, shots: int) -> tuple[str, dict]:
@@ -130,7 +162,8 @@ def job_for(suite: Suite, method: str, dataset: str, shots: int, seed: int, back
     if not cls.uses_fewshot:
         shots, seed = ANY, ANY
     _, params = resolve_params(suite, method, dataset, shots)
-    return Job(method, base, cls.version, dataset, shots, seed, backbone, params, suite.protocol)
+    return Job(method, base, cls.version, dataset, shots, seed, backbone, params, suite.protocol,
+               timeout_s=method_timeout_s(suite, method), precision=job_precision(cls, suite.precision))
 
 
 def expand(suite: Suite, methods=None, datasets=None, shots=None, seeds=None) -> list[Job]:

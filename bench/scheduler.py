@@ -20,6 +20,7 @@ from bench import progress
 from bench.config import Suite
 from bench.errors import BenchError
 from bench.executors import DEFAULT_RUNNER, Executor, Gate, Listener
+from bench.executors.base import ResultsUnwritable
 from bench.locks import sweep_stale
 from bench.results import latest_per_job, now_iso, read_records
 
@@ -101,6 +102,7 @@ class Outcome:
     not_run: list = field(default_factory=list)  # jobs: interrupted, lost, or still running elsewhere
     ran_here: int = 0  # jobs this driver ran itself
     skipped: Counter = field(default_factory=Counter)  # why the others did not run here -> how many
+    fault: str = ""  # why the executor stopped early (the results folder took no more files)
 
 
 class Tally(Listener):
@@ -145,9 +147,14 @@ def execute(suite: Suite, jobs: list[Job], executor: Executor, listener: Listene
     """Run `jobs` (the pending ones) on `executor`; KeyboardInterrupt propagates after a clean stop."""
     since = now_iso()
     sweep_stale(suite.results_dir)
-    tally = Tally(listener or Listener())
-    executor.run(suite, by_dataset(jobs), Gate(suite.results_dir, mode, since), tally)
-    return outcome(suite, jobs, since, tally)
+    tally, fault = Tally(listener or Listener()), ""
+    try:
+        executor.run(suite, by_dataset(jobs), Gate(suite.results_dir, mode, since), tally)
+    except ResultsUnwritable as exc:
+        fault = str(exc)
+    result = outcome(suite, jobs, since, tally)
+    result.fault = fault
+    return result
 
 
 def run_inline(suite: Suite, jobs: list[Job], on_done: Callable[[dict], None] | None = None,

@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 import platform
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from bench.errors import UNWRITABLE
 from bench.results import job_fields, now_iso, read_record, write_record
 
 log = logging.getLogger(__name__)
@@ -98,9 +100,34 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
+def timeout_error(job) -> str:
+    """The error of a job the executor stopped at job.timeout_s."""
+    minutes = f"{job.timeout_s / 60:g}"
+    return (f"timed out after {minutes} min (timeout_min = {minutes} for {job.method}; raise it in tasks.toml "
+            f"[methods.{job.method}] or with --job-timeout)")
+
+
+class ResultsUnwritable(Exception):
+    """Records or claims cannot be written (disk full, read-only): every further job would fail the
+    same way, so the executor stops taking jobs and the run ends with exit code 1 and this message."""
+
+
+@contextmanager
+def results_writes(results_dir: Path):
+    """Turn an OSError that means "the results folder takes no files" into ResultsUnwritable."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE:
+            raise
+        raise ResultsUnwritable(f"cannot write to the results folder {results_dir}: {exc.strerror}; "
+                                "free space (or fix its permissions) and run the same command again") from None
+
+
 def write_crash_record(suite, job, error: str, where: str, wall_s: float, started: str) -> dict:
-    """A failed record for a job whose worker process died (segfault, OOM kill, os._exit). If the job
-    wrote its own record before the process died, that record stands and is returned instead."""
+    """A failed record for a job whose worker process died (segfault, OOM kill, os._exit, killed at
+    its timeout) or, inline, that was stopped at its timeout. If the job wrote its own record before
+    that, the record stands and is returned instead."""
     latest = latest_record(suite.results_dir, job)
     if latest is not None and latest["created_at"] >= started:
         return latest

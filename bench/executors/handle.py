@@ -13,16 +13,21 @@ import threading
 import time
 from pathlib import Path
 
-from bench.executors.base import Gate, Listener, summarize, write_crash_record
+from bench.executors.base import Gate, Listener, results_writes, summarize, timeout_error, write_crash_record
 from bench.locks import LockKeeper
 from bench.results import now_iso
 from bench.worker import PARENT_ENV, WorkerSpec, recv, send
 
 log = logging.getLogger(__name__)
+TERM_GRACE_S = 5.0  # a timed-out worker gets this long between SIGTERM and SIGKILL
 
 
 class WorkerDied(Exception):
     """The worker process ended while it owed us an answer."""
+
+
+class JobTimedOut(WorkerDied):
+    """The driver killed the worker: its job ran past job.timeout_s. The message is the record's error."""
 
 
 def describe_exit(code: int | None) -> str:
@@ -78,17 +83,27 @@ class WorkerHandle:
                 self._start()
                 _tell(on_progress, stage, 1, 1)
             proc = self.proc
+        expired = threading.Event()  # set by the watchdog: the stream ends because it killed the worker
+        watchdog = _watchdog(proc, job.timeout_s, expired)
         try:
-            send(proc.stdin, job)
-        except (BrokenPipeError, OSError):
-            pass  # recv below sees the end of the stream and reports how the worker ended
-        while True:
-            reply = recv(proc.stdout)
-            if reply is None:
-                raise WorkerDied(describe_exit(proc.wait()))
-            if not (isinstance(reply, tuple) and reply and reply[0] == "progress"):
-                return reply
-            _tell(on_progress, *reply[1:])
+            try:
+                send(proc.stdin, job)
+            except (BrokenPipeError, OSError):
+                pass  # recv below sees the end of the stream and reports how the worker ended
+            while True:
+                reply = recv(proc.stdout)
+                if reply is None:
+                    code = proc.wait()
+                    if expired.is_set():
+                        raise JobTimedOut(timeout_error(job))
+                    raise WorkerDied(describe_exit(code))
+                if not (isinstance(reply, tuple) and reply and reply[0] == "progress"):
+                    return reply
+                _tell(on_progress, *reply[1:])
+        finally:
+            if watchdog is not None:  # join: a kill racing the reply must be over before the next job
+                watchdog.cancel()
+                watchdog.join()
 
     def stop(self, kill: bool = False, grace_s: float = 5.0) -> None:
         """Close stdin (the worker exits after its job) or, with kill, end it now."""
@@ -110,6 +125,28 @@ class WorkerHandle:
             proc.wait()
 
 
+def _watchdog(proc: subprocess.Popen, seconds: float | None, expired: threading.Event) -> threading.Timer | None:
+    """A started timer that, once the job has run `seconds`, sets `expired` and ends the worker:
+    SIGTERM, then SIGKILL after TERM_GRACE_S. None without a timeout. The slot's next job finds the
+    worker dead and starts a fresh one."""
+    if not seconds:
+        return None
+
+    def expire():
+        expired.set()
+        proc.terminate()
+        try:
+            proc.wait(timeout=TERM_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def _tell(on_progress, stage, done, total) -> None:
     if on_progress is not None:
         try:
@@ -121,6 +158,11 @@ def _tell(on_progress, stage, done, total) -> None:
 def run_claimed(handle: WorkerHandle, job, suite, gate: Gate, keeper: LockKeeper, listener: Listener,
                 stopping=lambda: False) -> dict | None:
     """Claim, check, run and release one job. Returns its summary, or None if it did not run here."""
+    with results_writes(gate.results_dir):
+        return _run_claimed(handle, job, suite, gate, keeper, listener, stopping)
+
+
+def _run_claimed(handle, job, suite, gate, keeper, listener, stopping) -> dict | None:
     if not keeper.claim(gate.results_dir, job.id, handle.where, job.label):
         listener.skipped(job, "claimed by another process")
         return None
@@ -135,7 +177,8 @@ def run_claimed(handle: WorkerHandle, job, suite, gate: Gate, keeper: LockKeeper
         except WorkerDied as died:
             if stopping():  # interrupted on purpose: no record, the rerun picks the job up again
                 return None
-            error = f"worker process {died} while running this job; its output: logs/{job.id}.log"
+            what = str(died) if isinstance(died, JobTimedOut) else f"worker process {died} while running this job"
+            error = f"{what}; its output: logs/{job.id}.log"
             log.error("%s: %s", job.label, error)
             record = write_crash_record(suite, job, error, handle.where, time.perf_counter() - t0, started)
             summary = summarize(record, handle.where)

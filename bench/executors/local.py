@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bench.errors import BenchError
-from bench.executors.base import DEFAULT_RUNNER, Executor, Gate, Listener
+from bench.executors.base import DEFAULT_RUNNER, Executor, Gate, Listener, ResultsUnwritable
 from bench.executors.handle import WorkerHandle, run_claimed
 from bench.locks import LockKeeper
 from bench.worker import WorkerSpec
@@ -121,10 +121,11 @@ class LocalExecutor(Executor):
     def run(self, suite, jobs: list, gate: Gate, listener: Listener) -> None:
         spec = WorkerSpec(suite, self.runner, "cpu" if self.device == "cpu" else None, self.feature_cache)
         handles = [WorkerHandle(spec, slot.where, slot.env) for slot in self.slots]
-        queue, stop = AffinityQueue(jobs), threading.Event()
+        queue, stop, faults = AffinityQueue(jobs), threading.Event(), []
         with LockKeeper() as keeper, sigterm_as_interrupt():
             threads = [threading.Thread(target=_slot_loop, name=f"slot-{h.where}", daemon=True,
-                                        args=(h, queue, suite, gate, keeper, listener, stop)) for h in handles]
+                                        args=(h, queue, suite, gate, keeper, listener, stop, faults))
+                       for h in handles]
             for thread in threads:
                 thread.start()
             try:
@@ -138,9 +139,11 @@ class LocalExecutor(Executor):
                 for thread in threads:
                     thread.join(timeout=10)
                 raise
+        if faults:
+            raise faults[0]
 
 
-def _slot_loop(handle, queue, suite, gate, keeper, listener, stop) -> None:
+def _slot_loop(handle, queue, suite, gate, keeper, listener, stop, faults) -> None:
     current = None
     try:
         while not stop.is_set():
@@ -148,6 +151,9 @@ def _slot_loop(handle, queue, suite, gate, keeper, listener, stop) -> None:
             if job is None:
                 return
             run_claimed(handle, job, suite, gate, keeper, listener, stopping=stop.is_set)
+    except ResultsUnwritable as fault:  # every slot would hit it: stop them all, the run says why
+        faults.append(fault)
+        stop.set()
     except Exception:  # a bug here must not hang the driver: log it; the job stays pending
         log.exception("worker slot %s stopped", handle.where)
     finally:

@@ -26,6 +26,7 @@ class FakeJob:
     fake: dict = field(default_factory=dict)
     method: str = "fake"
     shots: int = 1
+    timeout_s: float | None = None  # the executor kills the job after this long
 
     base = property(lambda self: self.method)
     version = 1
@@ -61,7 +62,9 @@ def run_job(job, workspace) -> dict:
     behaviour = dict((job.params or {}).get("fake") or {})
     with open(Path(workspace.suite.results_dir).parent / "executions.log", "a") as log:
         log.write(f"{job.id}\n")
-    print(f"fake job {job.id} running")  # lands in logs/<job_id>.log
+    print(f"fake job {job.id} running", flush=True)  # lands in logs/<job_id>.log
+    if behaviour.get("ignore_sigterm"):  # a hang that only SIGKILL ends (local executor only)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     time.sleep(float(behaviour.get("sleep", os.environ.get("FAKE_SLEEP_S", 0))))
     record = {"job_id": job.id, "suite": workspace.suite.name, "method": job.method, "dataset": job.dataset,
               "shots": job.shots, "seed": job.seed, "protocol": job.protocol, "backbone": job.backbone,
@@ -81,5 +84,8 @@ def run_job(job, workspace) -> dict:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     record["timings"] = {"wall_s": 0.0}
     record["created_at"] = now_iso()
+    if os.environ.get("FAKE_DISK_FULL_AFTER") and len(executions(workspace.suite.results_dir)) > int(
+            os.environ["FAKE_DISK_FULL_AFTER"]):  # the results folder's disk is full from then on
+        raise OSError(28, "No space left on device")
     write_record(workspace.suite.results_dir, record)
     return record

@@ -107,3 +107,25 @@ def test_bad_run_options_are_one_line_errors(tasks, args, message):
     result = bench("run", "--tasks", tasks, *args)
     assert result.exit_code == 2 and message in " ".join(result.output.split())
     assert not (tasks.parent / "results").exists()
+
+
+def test_a_full_results_disk_stops_the_grid_with_one_line_and_exit_1(tasks, monkeypatch):
+    import errno
+
+    from bench.executors import base
+
+    results = tasks.parent / "results"
+    monkeypatch.setenv("FAKE_DISK_FULL_AFTER", "3")  # the workers' record writes fail from the 4th job on
+
+    def full(*args, **kwargs):  # and so do the driver's (the failed record of the job whose worker died)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(base, "write_record", full)
+    result = CliRunner().invoke(app, ["run", "--tasks", str(tasks), "--runner", RUNNER, "--gpus", "0"])
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "Traceback" not in out
+    assert "done: 3 ok, 0 failed; this driver ran 3; 9 not run (9 stopped: the results folder took no more files" in out
+    assert f"stopped early: cannot write to the results folder {results}: No space left on device" in out
+    assert len(all_records(results)) == 3 and len(executions(results)) == 4  # no job started after the fault
+    assert not list((results / "locks").glob("*.lock"))
