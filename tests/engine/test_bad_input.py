@@ -123,6 +123,7 @@ CASES = {
     "list-params-typo": (None, ["list", "params", "zeroshto"], "unknown method 'zeroshto' (did you mean 'zeroshot'?)"),
     "tasks-is-a-folder": (None, ["run", "--tasks", "empty-dir"], "empty-dir: cannot read the tasks file"),
     "tasks-missing": (None, ["run", "--tasks", "nope.toml"], "tasks file not found: nope.toml"),
+    "data-root-is-a-file": (None, ["data", "check", "--root", "a-file"], "--root a-file: is a file"),
 }
 
 
@@ -142,7 +143,7 @@ def workdir(tmp_path, monkeypatch):
 
 
 def invoke(args: list[str], tasks: Path):
-    if "--tasks" not in args and args[0] not in ("list",) or args[:2] == ["list", "params"]:
+    if "--tasks" not in args and args[0] not in ("list", "data") or args[:2] == ["list", "params"]:
         args = [*args, "--tasks", str(tasks)]
     return CliRunner().invoke(app, args)
 
@@ -186,3 +187,34 @@ def test_a_broken_plugin_module_is_one_line(workdir, monkeypatch, body, expected
     result = invoke(["list", "methods"], workdir / "tasks.toml")
     assert result.exit_code == 2 and expected in result.output and "broken_plugin" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_read_only_results_folder_stops_before_any_job(workdir, monkeypatch):
+    """(As root a chmod does not make a folder read-only, so the refusal of the write is simulated.)"""
+    import errno
+
+    from bench import scheduler
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(scheduler.tempfile, "TemporaryFile", read_only)
+    (workdir / "tasks.toml").write_text(BASE)
+    result = invoke(["run"], workdir / "tasks.toml")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert f"results_dir {workdir / 'results'} is not a writable folder (Read-only file system)" in result.output
+    assert not list(workdir.glob("**/records/**/*.json"))
+
+
+def test_the_end_of_a_run_says_who_ran_what_and_why_the_rest_did_not_run():
+    from collections import Counter
+
+    from bench.commands import _done_line
+    from bench.scheduler import Outcome
+
+    racing = Outcome(ok=[{}] * 5, failed=[{}], not_run=[object()] * 2, ran_here=4,
+                     skipped=Counter({"claimed by another process": 2, "finished by another process": 2}))
+    assert _done_line(racing) == ("done: 5 ok, 1 failed; this driver ran 4, another process ran 2; 2 not run "
+                                  "(2 still claimed by another process; see `bench status`, then rerun)")
+    alone = Outcome(ok=[{}] * 3, ran_here=3)
+    assert _done_line(alone) == "done: 3 ok, 0 failed; this driver ran 3"
