@@ -36,17 +36,19 @@ class Backbone:
                 "mean": list(self.mean), "std": list(self.std), "weights_sha256": self.digest}
 
 
-def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu") -> Backbone:
-    """Progress (bench.progress): one step "loading backbone NAME"."""
-    with progress.step(f"loading backbone {spec.name}"):
-        return _load(spec, device)
+def load_backbone(spec: BackboneSpec, device: str | torch.device = "cpu", precision: str = "fp32") -> Backbone:
+    """Progress (bench.progress): one step "loading backbone NAME". precision "fp16" builds CLIP's own
+    fp16 model (open_clip's precision "fp16", i.e. OpenAI's convert_weights: conv, linear and attention
+    weights in fp16, LayerNorm in fp32), which is what CoOp runs; "fp32" (and "amp") the fp32 model."""
+    with progress.step(f"loading backbone {spec.name}" + (" (fp16)" if precision == "fp16" else "")):
+        return _load(spec, device, "fp16" if precision == "fp16" else "fp32")
 
 
-def _load(spec: BackboneSpec, device) -> Backbone:
+def _load(spec: BackboneSpec, device, precision: str = "fp32") -> Backbone:
     check_backbone(spec)  # also run by the driver's preflight; here for inline runs and notebooks
     model_name, pretrained, force_quick_gelu = _resolve(spec)
     try:
-        model = open_clip.create_model(model_name, pretrained=pretrained or None,
+        model = open_clip.create_model(model_name, pretrained=pretrained or None, precision=precision,
                                        force_quick_gelu=force_quick_gelu, device=device)
     except RuntimeError as exc:
         if "download" in str(exc).lower() or "not a known tag" in str(exc):

@@ -52,6 +52,7 @@ class MethodEntry:
     base: str
     params: dict = field(default_factory=dict)
     overrides: tuple[Override, ...] = ()
+    timeout_min: float | None = None  # the executor kills a job running longer; not a parameter (no new job id)
 
     def params_for(self, dataset: str, shots: int) -> dict:
         merged = dict(self.params)
@@ -72,7 +73,9 @@ class Suite:
     results_dir: Path
     methods: tuple[str, ...]
     method_entries: dict  # name -> MethodEntry, every entry in the file (base methods and variants)
-    precision: str = "amp"  # amp (bf16/fp16 autocast on GPU) | fp32
+    # official: each method in its released precision on a GPU (Method.precision); amp | fp32: one for
+    # all. A CPU always runs fp32 (bench.method.run_precision).
+    precision: str = "official"
     protocol: str = "fewshot"  # the evaluation protocol; part of every job key (PROTOCOLS lists the valid ones)
     cli_set: dict = field(default_factory=dict)  # method name -> {param: value} from `--set` (bench.jobs.with_cli_set)
     unresolved: str = ""  # why a path could not be expanded (an unset ${VAR}); raised when the suite is chosen
@@ -95,11 +98,13 @@ class Config:
 
 
 PROTOCOLS = ("fewshot",)  # implemented protocols; a new one (e.g. base-to-new) gets its own jobs and ids
-PRECISIONS = ("amp", "fp32")
+PRECISIONS = ("official", "amp", "fp32")  # "official" = per method (bench.method.job_precision)
 TOP_SPEC = {"default_suite": Key(str), "backbones": Key(dict), "suites": Key(dict), "methods": Key(dict)}
 BACKBONE_SPEC = {**{k: Key(str) for k in ("model", "pretrained", "local_dir")},
                  "builtin": Key(str, choices=("smoke",), kind="builtin backbone")}
-ENTRY_SPEC = {"base": Key(str), "when": Key(list, items=dict)}  # besides the method's own parameters
+MAX_TIMEOUT_MIN = 366 * 24 * 60  # a year: more is a typo, and timers overflow on inf
+ENTRY_SPEC = {"base": Key(str), "when": Key(list, items=dict),  # besides the method's own parameters
+              "timeout_min": Key(float, range=(0, MAX_TIMEOUT_MIN), open=True)}
 COUNTS = Key(list, required=True, items=int, range=(1, MAX_COUNT), nonempty=True, unique=True)
 
 
@@ -219,7 +224,7 @@ def _method_entry(name: str, table, path: Path, known_methods, known_datasets, p
         params = check(params, spec, where, noun="parameter")
     overrides = tuple(_override(o, f"{path} [[methods.{name}.when]] #{i + 1}", known_datasets, spec)
                       for i, o in enumerate(head.get("when", ())))
-    return MethodEntry(name=name, base=base, params=params, overrides=overrides)
+    return MethodEntry(name=name, base=base, params=params, overrides=overrides, timeout_min=head.get("timeout_min"))
 
 
 def _override(table, where: str, known_datasets, spec) -> Override:
@@ -241,6 +246,6 @@ def _suite(name: str, table: dict, backbones: dict, entries: dict, where: str) -
         name=name, datasets=tuple(table["datasets"]), shots=tuple(table["shots"]),
         seeds=tuple(table["seeds"]), backbone=backbones[table["backbone"]], **paths,
         methods=tuple(table.get("methods", ())), method_entries=entries,
-        precision=table.get("precision", "amp"), protocol=table.get("protocol", "fewshot"), unresolved=unresolved,
+        precision=table.get("precision", "official"), protocol=table.get("protocol", "fewshot"), unresolved=unresolved,
     )
 

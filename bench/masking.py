@@ -7,11 +7,18 @@ even if the call raises), so one shared encoder serves every job. The masked ten
 rebuilt at each call from W (kept by reference) and the mask, so memory holds W plus one transient
 masked copy of the masked tensors, never a second encoder.
 
-Targets (`mask_targets`): on a ViT, "attn" = every selected block's attn.in_proj_weight and
-attn.out_proj.weight plus conv1.weight (RMT's set, the default), "mlp" = the blocks' mlp.c_fc/c_proj
+Targets (`mask_targets`): "rmt" (the default) is the set R-AMT's code masks on the encoder's
+architecture: "attn" on a ViT, "all_conv_attnpool" on a ModifiedResNet. On a ViT, "attn" = every selected
+block's attn.in_proj_weight and attn.out_proj.weight plus conv1.weight, "mlp" = the blocks' mlp.c_fc/c_proj
 weights, "all_linear" = attention and MLP weights of the blocks (Zhao et al.; no conv1). On a
-ModifiedResNet, "attn" = the stem's conv1 plus the attention-pool projections, "conv" = the selected
-bottlenecks' convolutions, "all_linear" = every convolution and projection weight.
+ModifiedResNet, "all_conv_attnpool" = the three stem convolutions, every convolution of the selected
+bottlenecks (conv1, conv2, conv3 and downsample.0) and the attention pool's q/k/v/c projections (R-AMT's
+MaskModifiedResNet makes each of these an element-wise masked layer: 59 tensors on RN50),
+"conv1_attnpool" = the first stem convolution plus the attention-pool projections, "conv" = the
+selected bottlenecks' convolutions.
+A weight is switched off where its score is ≤ τ (the forward keeps s > τ, as R-AMT's Binarizer); the
+masked percentage counts those. R-AMT's own sparsity printout counts s < τ: the two differ only for
+scores exactly equal to τ.
 Saved masks are packed bits (numpy.packbits) in an .npz: 28.9M entries ≈ 3.6 MB for ViT-B/16.
 numpy, torch and open_clip are imported inside the functions: method files import this module, and
 the CLI lists and validates their parameters without paying for torch.
@@ -36,7 +43,8 @@ log = logging.getLogger(__name__)
 VIT_TARGETS = {"attn": ("attn.in_proj_weight", "attn.out_proj.weight"),
                "mlp": ("mlp.c_fc.weight", "mlp.c_proj.weight"),
                "all_linear": ("attn.in_proj_weight", "attn.out_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")}
-RESNET_TARGETS = ("attn", "conv", "all_linear")
+RESNET_TARGETS = ("all_conv_attnpool", "conv1_attnpool", "conv")
+RMT_TARGETS = "rmt"  # R-AMT's set for the architecture (resolve_targets)
 POOL_WEIGHTS = tuple(f"attnpool.{p}_proj.weight" for p in "qkvc")
 
 
@@ -50,13 +58,23 @@ def _block_range(count: int, first: int, last: int) -> range:
     return range(first, last + 1)
 
 
-def mask_targets(visual: torch.nn.Module, targets: str = "attn", first_block: int = 0,
+def resolve_targets(visual: torch.nn.Module, targets: str) -> str:
+    """The named set `targets` stands for: "rmt" → R-AMT's set for this architecture, others as given."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    if targets != RMT_TARGETS:
+        return targets
+    return "all_conv_attnpool" if isinstance(visual, ModifiedResNet) else "attn"
+
+
+def mask_targets(visual: torch.nn.Module, targets: str = RMT_TARGETS, first_block: int = 0,
                  last_block: int = -1) -> list[str]:
     """Names (relative to `visual`) of the weights to mask, in parameter order. Which `targets` exist
     depends on the encoder's architecture, so that check stays here (the parameter declares them all)."""
     from open_clip.modified_resnet import ModifiedResNet
     from open_clip.transformer import VisionTransformer
 
+    targets = resolve_targets(visual, targets)
     if isinstance(visual, VisionTransformer):
         if targets not in VIT_TARGETS:
             raise BenchError(f"unknown mask targets '{targets}' for a ViT (choose from: {', '.join(VIT_TARGETS)})")
@@ -72,8 +90,8 @@ def mask_targets(visual: torch.nn.Module, targets: str = "attn", first_block: in
         convs = [n for n, p in visual.named_parameters()
                  if p.ndim == 4 and any(n.startswith(f"{b}.") for b in chosen)]
         stem = ["conv1.weight", "conv2.weight", "conv3.weight"]
-        names = {"attn": ["conv1.weight", *POOL_WEIGHTS], "conv": convs,
-                 "all_linear": stem + convs + list(POOL_WEIGHTS)}[targets]
+        names = {"all_conv_attnpool": stem + convs + list(POOL_WEIGHTS),
+                 "conv1_attnpool": ["conv1.weight", *POOL_WEIGHTS], "conv": convs}[targets]
     else:
         raise BenchError(f"masking supports open_clip VisionTransformer and ModifiedResNet image encoders, "
                          f"not {type(visual).__name__}")
@@ -175,7 +193,9 @@ def _check_masks(visual, masks) -> None:
 
 
 def mask_metrics(masks: dict[str, torch.Tensor], model) -> dict:
-    """Masked percentage over the masked tensors (RMT's definition), the image encoder and all of CLIP."""
+    """Masked percentage over the masked tensors (RMT's definition), the image encoder and all of CLIP.
+    A masked entry is one the mask switches off (score ≤ τ); R-AMT's printout counts score < τ, which
+    differs only for scores exactly at τ (module docstring)."""
     entries = sum(m.numel() for m in masks.values())
     count = sum(int((~m.bool()).sum()) for m in masks.values())
     encoder = sum(p.numel() for p in model.visual.parameters())

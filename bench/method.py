@@ -8,6 +8,8 @@ tasks file or `--set` is read, so fit() never re-checks them), `inputs` and `use
 - "images": the predictor maps normalised image batches [N, 3, H, W] to logits.
 `uses_fewshot = False` declares that fit() ignores the few-shot split, shots and seed (zero-shot CLIP):
 the grid then runs the method once per dataset (bench.jobs.Job with shots = seed = 0), not per cell.
+`precision` declares what the method's released code runs in on a GPU (see RUN_PRECISIONS); a suite's
+`precision = "official"` (the default) runs each method in its own, "amp" or "fp32" force one for all.
 `fit(task, params)` trains on the few-shot split the engine hands over (bench.task.Task) and returns a
 Fitted. The engine owns seeding, device, precision, evaluation, timing and the result record.
 """
@@ -40,10 +42,30 @@ class Method:
     version: ClassVar[int] = 1
     inputs: ClassVar[str] = "features"  # "features" | "images"
     uses_fewshot: ClassVar[bool] = True  # False: one job per dataset serves every shots × seed cell
+    precision: ClassVar[str] = "fp32"  # the released code's precision on a GPU (RUN_PRECISIONS)
     Params: ClassVar[type]
 
     def fit(self, task, params) -> Fitted:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+# What a job can run in. "fp32": everything fp32. "amp": fp16 autocast over the fp32 model, fp32 master
+# copies of trained values and dynamic loss scaling (fast, not any paper's setting). "fp16": CLIP's own
+# fp16 model (open_clip precision "fp16" = OpenAI's convert_weights: conv/linear/attention weights fp16,
+# LayerNorm computed in fp32), no autocast and no loss scaling: what CoOp's default PREC = "fp16" runs.
+RUN_PRECISIONS = ("fp32", "amp", "fp16")
+
+
+def job_precision(method: type[Method], suite_precision: str) -> str:
+    """The precision a job asks for, part of its key: the suite's, where "official" is the method's own."""
+    return method.precision if suite_precision == "official" else suite_precision
+
+
+def run_precision(precision: str, device) -> str:
+    """What a job with `precision` runs in on `device`: as asked on a GPU, fp32 anywhere else (the
+    CPU is for tests and demos: fp16 there is slow and would change their results for nothing)."""
+    kind = device.type if hasattr(device, "type") else str(device).split(":")[0]
+    return precision if kind == "cuda" else "fp32"
 
 
 def build_params(method: type[Method], values: dict, where: str = ""):

@@ -4,6 +4,7 @@ splits and feature stores of a worker process warm across the jobs it runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -25,7 +26,7 @@ from bench.data import FewShot, load_card, load_splits, sample_fewshot
 from bench.data.fewshot import fewshot_digest
 from bench.features import FeatureStore
 from bench.jobs import ANY, Job
-from bench.method import Fitted
+from bench.method import Fitted, run_precision
 from bench.registry import METHODS
 from bench.results import artifact_dir, job_fields, now_iso, write_record
 from bench.task import Task
@@ -38,14 +39,17 @@ def pick_device() -> torch.device:
 
 
 class Workspace:
-    """Per-process caches: one backbone, and splits + feature store per dataset."""
+    """Per-process caches: the backbone (plus CLIP's fp16 model once an fp16 job needs it), splits per
+    dataset, and a feature store per (dataset, precision)."""
 
     def __init__(self, suite: Suite, device=None, feature_cache=True):
         self.suite, self.device = suite, torch.device(device) if device else pick_device()
         self.feature_cache = feature_cache
         self.workers = 0 if self.device.type == "cpu" else min(8, os.cpu_count() or 1)
         self._backbone = None
+        self._half = None  # CLIP's fp16 model of the same weights, for jobs that run in "fp16"
         self._datasets: dict[str, tuple] = {}
+        self._stores: dict[tuple, FeatureStore] = {}  # (dataset, precision): the features differ
 
     @property
     def backbone(self):
@@ -53,21 +57,35 @@ class Workspace:
             self._backbone = load_backbone(self.suite.backbone, self.device)
         return self._backbone
 
-    def dataset(self, name: str):
+    def backbone_for(self, precision: str):
+        """The backbone a job running in `precision` uses: the fp32 model, or for "fp16" CLIP's own fp16
+        model, loaded once beside it. Both carry the fp32 weights digest: they are the same weights
+        (caches and records tell the precisions apart), and merging results checks that digest."""
+        if precision != "fp16":
+            return self.backbone
+        if self._half is None:
+            half = load_backbone(self.suite.backbone, self.device, precision="fp16")
+            self._half = dataclasses.replace(half, digest=self.backbone.digest)
+        return self._half
+
+    def dataset(self, name: str, precision: str = "fp32"):
+        """(card, splits, feature store for `precision`) of one dataset."""
         if name not in self._datasets:
             card = load_card(name)
-            splits = load_splits(card, self.suite.data_root)
-            store = FeatureStore(self.backbone, splits, self.device, self.suite.precision, self.workers,
-                                 enabled=self.feature_cache)
-            self._datasets[name] = (card, splits, store)
-        return self._datasets[name]
+            self._datasets[name] = (card, load_splits(card, self.suite.data_root))
+        card, splits = self._datasets[name]
+        if (name, precision) not in self._stores:
+            self._stores[(name, precision)] = FeatureStore(self.backbone_for(precision), splits, self.device,
+                                                           precision, self.workers, enabled=self.feature_cache)
+        return card, splits, self._stores[(name, precision)]
 
     def task(self, job: Job) -> Task:
-        card, splits, store = self.dataset(job.dataset)
+        precision = run_precision(job.precision, self.device)  # fp32 on a CPU, as asked on a GPU
+        card, splits, store = self.dataset(job.dataset, precision)
         fewshot = _no_draw() if job.shots == ANY else sample_fewshot(splits, job.shots, job.seed,
                                                                      draw_val=bool(splits.val))
         return Task(card=card, splits=splits, fewshot=fewshot, shots=job.shots, seed=job.seed,
-                    backbone=self.backbone, device=self.device, precision=self.suite.precision,
+                    backbone=self.backbone_for(precision), device=self.device, precision=precision,
                     features=store, workers=self.workers)
 
 
@@ -134,7 +152,8 @@ def _success_fields(job, task, fitted: Fitted, top1: float, workspace) -> dict:
     return {
         "status": "ok",
         "metrics": {"top1": top1, **fitted.metrics},
-        "config": {"params": job.params, "method": fitted.config, "precision": workspace.suite.precision,
+        "config": {"params": job.params, "method": fitted.config,
+                   "precision": task.precision, "job_precision": job.precision,  # ran in / asked for
                    "cli_set": workspace.suite.cli_set.get(job.method, {}),  # `--set` overrides behind params
                    "backbone": task.backbone.describe(), "data_root": str(workspace.suite.data_root),
                    "num_classes": task.num_classes, "templates": list(task.templates)},

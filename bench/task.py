@@ -117,7 +117,7 @@ class Task:
     seed: int
     backbone: Backbone
     device: torch.device
-    precision: str  # "amp" | "fp32"
+    precision: str  # what this job runs in: "fp32" | "amp" | "fp16" (bench.method.RUN_PRECISIONS)
     features: object  # bench.features.FeatureStore for this dataset
     workers: int = 0
     _text_cache: dict = field(default_factory=dict, repr=False)
@@ -168,6 +168,7 @@ class Task:
         return self.logit_scale * feats @ self.text_features().t()
 
     def autocast(self):
+        """fp16 autocast under "amp" on a GPU; a no-op otherwise ("fp16": the backbone itself is fp16)."""
         if self.precision == "amp" and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()

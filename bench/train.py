@@ -75,7 +75,8 @@ def coop_epochs(shots: int, dataset: str, imagenet_epochs: int = 50) -> int:
 
 # ---------------------------------------------------------------- precision
 def use_fp16(device, precision: str) -> bool:
-    """AMP means fp16 autocast on CUDA (as CoOp's fp16 runs); CPU always runs fp32."""
+    """Whether to autocast to fp16 and scale the loss: "amp" on CUDA. Not under "fp16": there the model
+    and the trained values are fp16 themselves and, as in CoOp's fp16 runs, the loss is not scaled."""
     import torch
 
     return precision == "amp" and torch.device(device).type == "cuda"

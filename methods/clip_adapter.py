@@ -58,6 +58,7 @@ class ClipAdapter(Method):
     name = "clip_adapter"
     version = 1
     inputs = "features"
+    precision = "fp32"  # CLIP-Adapter's trainer calls clip_model.float()
     Params = ClipAdapterParams
 
     def fit(self, task, params: ClipAdapterParams) -> Fitted:

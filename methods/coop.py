@@ -6,7 +6,17 @@ Prompt of class i: [SOT] ctx_1 … ctx_M name_i . [EOT] (class token at the end;
 the cached augmented view (seed, epoch, item) of every few-shot image instead of running the image
 encoder (bench.features): same views as on the fly, a fraction of the cost.
 Exact speed-up: the text tower's causal mask means positions after the last EOT never influence the
-EOT feature, so prompts are cut to the longest EOT + 1 tokens (77 → ~20 for most datasets)."""
+EOT feature, so prompts are cut to the longest EOT + 1 tokens (77 → ~20 for most datasets).
+
+As CoOp's code: a random context is N(0, init_std²), one [n_ctx, dim] draw shared by all classes, or with
+`csc` an independent [n_cls, n_ctx, dim] draw (every class its own). A phrase (`ctx_init`) sets n_ctx to
+its number of space-separated words, not BPE tokens, and the context to the token embeddings of the
+first n_ctx tokens after SOT: "itap of a" is 3 words but 4 tokens ("it", "ap", "of", "a"), so the
+context is (it, ap, of) and "a" stays a fixed token before the class name. With `csc` every class
+starts from the phrase (CoOp's code keeps one shared context there, ignoring CSC).
+Precision (`precision = "fp16"`): CoOp's default PREC runs CLIP's fp16 model and keeps the context in
+CLIP's dtype, stepped by plain SGD without loss scaling; the context here lives in the text tower's
+dtype (fp16 under the fp16 model, fp32 otherwise, so "amp" keeps an fp32 master copy)."""
 
 from __future__ import annotations
 
@@ -25,13 +35,14 @@ class CoOpParams(SGDParams):  # + CoOp's optimiser, schedule and aug_scale (benc
     n_ctx: int = field(default=16, metadata={"help": "number of context vectors (ignored with ctx_init)",
                                              "range": (1, None)})
     ctx_init: str = field(default="", metadata={"help": "initialise from a phrase, e.g. 'a photo of a' "
-                                                       "(n_ctx = its token count); empty = N(0, init_std²)"})
+                                                       "(n_ctx = its word count, as CoOp); "
+                                                       "empty = N(0, init_std²)"})
     init_std: float = field(default=0.02, metadata={"help": "std of the random context init", "range": (0.0, None)})
     class_token_position: str = field(default="end", metadata={"help": "where the class name goes in the prompt",
                                                                "choices": POSITIONS})
-    csc: bool = field(default=False, metadata={"help": "class-specific context (one set per class; with "
-                                                       "ctx_init each starts from the phrase, where CoOp's "
-                                                       "code silently drops CSC)"})
+    csc: bool = field(default=False, metadata={"help": "class-specific context (one independent draw per "
+                                                       "class; with ctx_init each starts from the phrase, "
+                                                       "where CoOp's code silently drops CSC)"})
     epochs: int = field(default=0, metadata={"help": "0 = CoOp's rule: 1 shot 50, 2/4 shots 100, "
                                                      "8/16 shots 200; ImageNet 50", "range": (0, None)})
 
@@ -71,9 +82,7 @@ class PromptLearner:
 
         embed = tower.token_embedding
         with torch.no_grad():
-            ctx, prefix = self._init_ctx(embed, tokenizer, params, generator)
-            if params.csc:
-                ctx = ctx.expand(len(classnames), -1, -1).clone()
+            ctx, prefix = self._init_ctx(embed, tokenizer, params, len(classnames), generator)
             tokens = tokenizer([f"{prefix} {name}." for name in classnames]).to(embed.weight.device)
             names = tokenizer(list(classnames)).argmax(-1) - 1  # BPE tokens of each class name
             eot = tokens.argmax(-1)  # EOT has the largest id in CLIP's vocabulary
@@ -85,7 +94,8 @@ class PromptLearner:
             self.fixed = base.gather(1, src)
         self.eot = eot
         self.slot = slot  # position → context index, -1 where the token is fixed
-        self.ctx = torch.nn.Parameter(ctx.float())
+        # CLIP's dtype, as CoOp's context: fp16 under the fp16 model, fp32 otherwise
+        self.ctx = torch.nn.Parameter(ctx.to(tower.transformer.get_cast_dtype()))
         self.csc = params.csc
 
     def to(self, device) -> "PromptLearner":
@@ -96,15 +106,18 @@ class PromptLearner:
         return self
 
     @staticmethod
-    def _init_ctx(embed, tokenizer, params: CoOpParams, generator):
+    def _init_ctx(embed, tokenizer, params: CoOpParams, n_cls: int, generator):
+        """(context [n_ctx, W], or [n_cls, n_ctx, W] with csc; the prompt prefix that stands for it)."""
         import torch
 
         if params.ctx_init:
-            phrase = params.ctx_init.replace("_", " ").strip()
+            phrase = params.ctx_init.replace("_", " ")
+            n_ctx = len(phrase.split(" "))  # CoOp: words, not BPE tokens (module docstring)
             tokens = tokenizer([phrase]).to(embed.weight.device)
-            n_ctx = int(tokens.argmax(-1)) - 1
-            return embed(tokens)[0, 1:1 + n_ctx].float().cpu(), phrase
-        ctx = torch.randn(params.n_ctx, embed.weight.shape[1], generator=generator) * params.init_std
+            ctx = embed(tokens)[0, 1:1 + n_ctx].float().cpu()
+            return (ctx.expand(n_cls, -1, -1).clone() if params.csc else ctx), phrase
+        shape = (n_cls, params.n_ctx) if params.csc else (params.n_ctx,)
+        ctx = torch.randn(*shape, embed.weight.shape[1], generator=generator) * params.init_std
         return ctx, " ".join(["X"] * params.n_ctx)
 
     def prompts(self):
@@ -142,8 +155,9 @@ def _layout(n_ctx: int, name_lens, length: int, position: str):
 @register_method
 class CoOp(Method):
     name = "coop"
-    version = 1
+    version = 2  # 2: per-class random draws with csc, n_ctx = the phrase's word count
     inputs = "features"
+    precision = "fp16"  # CoOp's default TRAINER.COOP.PREC
     Params = CoOpParams
 
     def fit(self, task, params: CoOpParams) -> Fitted:
@@ -174,7 +188,7 @@ class CoOp(Method):
             return scale * F.normalize(image_features.float(), dim=-1) @ text.t()
 
         ctx = learner.ctx.detach().cpu()
-        return Fitted(predict=predict, trainable_params=ctx.numel(), state_bytes=ctx.numel() * 4,
+        return Fitted(predict=predict, trainable_params=ctx.numel(), state_bytes=ctx.numel() * ctx.element_size(),
                       metrics={"train_loss_last_epoch": losses[-1]},
                       artifacts={"prompt_context.safetensors": _save(ctx)},
                       config={"epochs": epochs, "n_ctx": ctx.shape[-2], "prompt_length": learner.fixed.shape[1]})

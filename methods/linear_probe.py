@@ -146,6 +146,7 @@ class LinearProbe(Method):
     name = "linear_probe"
     version = 2  # 2: scikit-learn solver by default; C on a train holdout, not on test, without a val split
     inputs = "features"
+    precision = "fp16"  # lpclip's features come from clip.load(..., "cuda"): CLIP's fp16 model
     Params = LinearProbeParams
 
     def fit(self, task, params: LinearProbeParams) -> Fitted:

@@ -1,10 +1,12 @@
 """Mask tuning (binary masks of Zhao et al. 2020; "AMT" in the RMT paper, Zheng et al.): learn which
 weights of CLIP's frozen image encoder to switch off, one real-valued score per masked weight, forward
 W ⊙ 1[s > τ], straight-through gradient (bench/masking.py). Defaults are the RMT paper's: attention
-weights + conv1, scores init 1e-2 (every mask on: training starts exactly at zero-shot CLIP), τ = 5e-3,
-loss = cross-entropy against the frozen zero-shot text features + 1e-4·Σ‖S_t‖₂, Adam lr 8e-5 without
-weight decay, cosine per epoch, 30 epochs, batch 32, RandomResizedCrop scale (0.5, 1); ImageNet lr 3e-5,
-10 epochs (a [[methods.mask_tuning.when]] entry in tasks.toml). The last epoch is evaluated.
+weights + conv1 (on a ResNet every convolution + the attention pool's projections, as R-AMT's code), fp32
+as R-AMT's trainer (clip_model.float()), scores init 1e-2 (every mask on: training starts exactly at
+zero-shot CLIP), τ = 5e-3, loss = cross-entropy against the frozen zero-shot text features +
+1e-4·Σ‖S_t‖₂, Adam lr 8e-5 without weight decay, cosine per epoch, 30 epochs, batch 32,
+RandomResizedCrop scale (0.5, 1); ImageNet lr 3e-5, 10 epochs (a [[methods.mask_tuning.when]] entry in
+tasks.toml). The last epoch is evaluated.
 
 Low-shot schedule (the released recipe is the 16-shot one; low-shot settings were never released).
 Adam moves a score by at most about the learning rate per step, so a mask can only flip once the
@@ -26,12 +28,13 @@ import math
 from dataclasses import dataclass, field
 
 from bench.masking import (MaskScores, class_logits, encode, mask_metrics, mask_targets, masked_predictor,
-                           pack_masks, packed_bytes)
+                           pack_masks, packed_bytes, resolve_targets)
 from bench.method import Fitted, Method
 from bench.registry import register_method
 from bench.train import cosine_lr, log_epoch, set_lr
 
-TARGETS = ("attn", "mlp", "conv", "all_linear")  # which exist depends on the encoder (bench.masking)
+# which exist depends on the encoder (bench.masking); "rmt" is R-AMT's set for the architecture
+TARGETS = ("rmt", "attn", "mlp", "all_linear", "all_conv_attnpool", "conv1_attnpool", "conv")
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,13 @@ class MaskTuningParams:
                                                          "range": (0.0, 1.0), "open": True})
     l2: float = field(default=1e-4, metadata={"help": "weight of Σ‖S_t‖₂ (plain L2 norm per score tensor)",
                                               "range": (0.0, None)})
-    targets: str = field(default="attn", metadata={"help": "ViT: attn (RMT: attention + conv1) | mlp | all_linear; "
-                                                           "ModifiedResNet: attn | conv | all_linear",
-                                                   "choices": TARGETS})
-    first_block: int = field(default=0, metadata={"help": "first masked transformer block", "range": (0, None)})
+    targets: str = field(default="rmt", metadata={"help": "rmt = R-AMT's set (ViT: attn, ModifiedResNet: "
+                                                          "all_conv_attnpool); ViT: attn (attention + conv1) | "
+                                                          "mlp | all_linear; ModifiedResNet: all_conv_attnpool "
+                                                          "| conv1_attnpool | conv",
+                                                  "choices": TARGETS})
+    first_block: int = field(default=0, metadata={"help": "first masked transformer block (bottleneck on a ResNet)",
+                                                  "range": (0, None)})
     last_block: int = field(default=-1, metadata={"help": "last masked block, inclusive (-1 = the last)",
                                                   "range": (-1, None)})
     scale: tuple = field(default=(0.5, 1.0), metadata={"help": "RandomResizedCrop scale range", "range": (0.0, 1.0)})
@@ -81,8 +87,9 @@ def schedule(params, steps_per_epoch: int, shots: int) -> dict:
 @register_method
 class MaskTuning(Method):
     name = "mask_tuning"
-    version = 1
+    version = 2  # 2: ResNets mask R-AMT's set (every convolution + attention pool), not conv1 + pool
     inputs = "images"
+    precision = "fp32"  # R-AMT's trainer casts CLIP to float (rmt inherits it)
     Params = MaskTuningParams
 
     def fit(self, task, params) -> Fitted:
@@ -151,7 +158,8 @@ class MaskTuning(Method):
 
         masks = state.binary()
         meta = {"method": self.name, "dataset": task.dataset, "shots": task.shots, "seed": task.seed,
-                "targets": params.targets, "backbone_sha256": task.backbone.digest}
+                "targets": resolve_targets(task.backbone.model.visual, params.targets),
+                "backbone_sha256": task.backbone.digest}
         config = {**plan, "masked_tensors": state.names, "drop_last": len(task.fewshot.train) >= params.batch_size,
                   "last_epoch_loss": float(torch.stack(losses).mean()) if losses else None, **self.extra_config(params)}
         return Fitted(predict=masked_predictor(task, masks),

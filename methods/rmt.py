@@ -49,7 +49,7 @@ def gradient_dropout(g_ce, g_kl, lam: float, generator):
 @register_method
 class RMT(MaskTuning):
     name = "rmt"
-    version = 1
+    version = 2  # 2: ResNets mask R-AMT's set (mask tuning's version 2)
     inputs = "images"
     Params = RMTParams
 

@@ -18,6 +18,7 @@ class ZeroShot(Method):
     version = 1
     inputs = "features"
     uses_fewshot = False  # fit() never reads the few-shot split: one run per dataset serves every shot count
+    precision = "fp16"  # CoOp's ZeroshotCLIP runs CLIP as loaded: its fp16 model
     Params = ZeroShotParams
 
     def fit(self, task, params: ZeroShotParams) -> Fitted:

@@ -95,7 +95,8 @@ def test_masked_forward_equals_zeroed_weights_and_train_matches_eval():
 
 
 @pytest.mark.parametrize("build,size,targets", [(tiny_vit, 32, "attn"), (tiny_vit, 32, "all_linear"),
-                                                (tiny_resnet, 64, "attn"), (tiny_resnet, 64, "all_linear")])
+                                                (tiny_resnet, 64, "conv1_attnpool"),
+                                                (tiny_resnet, 64, "all_conv_attnpool")])
 def test_straight_through_gradient_is_weight_times_masked_weight_gradient(build, size, targets):
     model, x = build(), images(3, size)
     state = MaskScores(model, mask_targets(model, targets), threshold=5e-3)
@@ -133,12 +134,13 @@ def test_frozen_model_is_never_modified_even_when_a_forward_raises():
 
 def test_resnet_targets_and_exact_all_on():
     rn, x = tiny_resnet(), images(2, 64)
-    assert mask_targets(rn) == ["conv1.weight", "attnpool.k_proj.weight", "attnpool.q_proj.weight",
-                                "attnpool.v_proj.weight", "attnpool.c_proj.weight"]
+    assert mask_targets(rn, "conv1_attnpool") == ["conv1.weight", "attnpool.k_proj.weight", "attnpool.q_proj.weight",
+                                                  "attnpool.v_proj.weight", "attnpool.c_proj.weight"]
     conv = mask_targets(rn, "conv", first_block=3)
     assert conv == ["layer4.0.conv1.weight", "layer4.0.conv2.weight", "layer4.0.conv3.weight",
                     "layer4.0.downsample.0.weight"]
-    state = MaskScores(rn, mask_targets(rn, "all_linear"), threshold=5e-3)
+    assert mask_targets(rn) == mask_targets(rn, "all_conv_attnpool")  # the default: R-AMT's set
+    state = MaskScores(rn, mask_targets(rn), threshold=5e-3)
     with torch.no_grad():
         assert torch.equal(encode(rn, apply_masks(rn, state.binary()), x), rn(x))
     with pytest.raises(BenchError, match="ModifiedResNet"):

@@ -104,3 +104,46 @@ def test_learns_beyond_zero_shot_with_the_protocol_defaults(make_task):
     acc16 = evaluate(CoOp().fit(many, CoOpParams()), "features", many)  # 200 epochs
     assert acc16 > zero_shot_top1(many) + 10
     assert acc16 >= acc1 + 10
+
+
+# ---- conformance with CoOp's PromptLearner (expected values from its init rules, never from a bench run)
+def test_class_specific_random_context_is_one_independent_draw_per_class(make_task):
+    task = make_task(2)
+    dim = task.backbone.model.token_embedding.weight.shape[1]
+    _, learner = learner_for(task, n_ctx=4, csc=True)  # learner_for seeds the generator with 0
+    ctx = learner.ctx.detach()
+    # CoOp: torch.empty(n_cls, n_ctx, dim) filled by N(0, 0.02²), i.e. one draw of that shape
+    expected = torch.randn(task.num_classes, 4, dim, generator=torch.Generator().manual_seed(0)) * 0.02
+    assert ctx.shape == (task.num_classes, 4, dim) and torch.equal(ctx, expected)
+    assert ctx.std().item() == pytest.approx(0.02, rel=0.05)
+    for c in range(task.num_classes):
+        assert ctx[c].std().item() == pytest.approx(0.02, rel=0.25)
+        assert all(not torch.allclose(ctx[c], ctx[d]) for d in range(c))  # every class its own start
+    _, again = learner_for(task, n_ctx=4, csc=True)
+    assert torch.equal(again.ctx, learner.ctx)  # seeded
+    _, shared = learner_for(task, n_ctx=4)  # the generic context: one [n_ctx, dim] draw, as before
+    torch.testing.assert_close(shared.ctx.detach(), torch.randn(4, dim, generator=torch.Generator().manual_seed(0)) * 0.02,
+                               rtol=0, atol=0)
+
+
+def test_phrase_sets_n_ctx_to_its_word_count_not_its_bpe_tokens(make_task):
+    task = make_task(1)
+    tower, learner = learner_for(task, ctx_init="itap of a")
+    tokens = task.backbone.tokenizer(["itap of a"])
+    assert int(tokens.argmax(-1)) - 1 == 4  # 4 BPE tokens: "it", "ap", "of", "a"
+    assert learner.ctx.shape[0] == 3 == len("itap of a".split(" "))  # CoOp: n_ctx = the number of words
+    # the context: token embeddings of the first n_ctx tokens after SOT ("it", "ap", "of")
+    torch.testing.assert_close(learner.ctx.detach(), tower.token_embedding(tokens)[0, 1:4], rtol=0, atol=0)
+    # "a" stays a fixed token, so the untrained prompt is the written one: "itap of a {name}."
+    written = task.backbone.tokenizer([f"itap of a {name}." for name in task.classnames])
+    torch.testing.assert_close(learner.prompts(), tower.token_embedding(written)[:, :learner.prompts().shape[1]],
+                               rtol=0, atol=0)
+    assert torch.equal(learner.eot, written.argmax(-1))
+
+
+def test_phrase_with_class_specific_context_starts_every_class_from_the_phrase(make_task):
+    task = make_task(1)
+    tower, learner = learner_for(task, ctx_init="a photo of a", csc=True)
+    phrase = tower.token_embedding(task.backbone.tokenizer(["a photo of a"]))[0, 1:5]
+    assert learner.ctx.shape == (task.num_classes, 4, phrase.shape[-1])
+    assert all(torch.equal(learner.ctx[c].detach(), phrase) for c in range(task.num_classes))
