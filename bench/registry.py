@@ -10,7 +10,7 @@ import pkgutil
 from importlib.metadata import entry_points
 
 from bench.errors import BenchError, unknown
-from bench.method import Method
+from bench.method import RUN_PRECISIONS, Method
 from bench.schema import check_identifier
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def _check_contract(cls: type) -> None:
         problems.append("an int `version`")
     if getattr(cls, "inputs", None) not in ("features", "images"):
         problems.append("`inputs` = 'features' or 'images'")
+    if getattr(cls, "precision", None) not in RUN_PRECISIONS:
+        problems.append(f"`precision` one of {', '.join(RUN_PRECISIONS)}")
     params = getattr(cls, "Params", None)
     if params is None or not dataclasses.is_dataclass(params):
         problems.append("a dataclass `Params`")
