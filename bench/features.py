@@ -1,19 +1,23 @@
 """Frozen-feature cache: image embeddings computed once and shared by every method, shot and seed.
 
 A cached tensor is keyed by everything that changes it (backbone weights digest, dataset + split digest,
-item-list digest, transform id, augmented view, feature layer, stored dtype, device kind). Files are
-safetensors written atomically, with the full key and a sha256 of the payload in their metadata; a file
-whose key, shape or checksum does not match is rebuilt, never reused. Augmented views derive their
-randomness from (seed, epoch, item index), so a cached view is exactly the view an on-the-fly run would
-see: the cache changes cost, not results.
+item-list digest, transform id, augmented view, feature layer, stored dtype, device kind, precision).
+Files are safetensors written atomically, with the full key and a sha256 of the payload in their
+metadata; a file whose key, shape or checksum does not match is rebuilt, never reused. Augmented views
+derive their randomness from (seed, epoch, item index), so a cached view is exactly the view an
+on-the-fly run would see: the cache changes cost, not results.
 
 Layout: $BENCH_CACHE/features/<backbone digest[:16]>/<dataset>/<split>-<tag>-<key hash>.safetensors,
 plus backbone.json (what the digest is) per backbone folder for `bench cache info`.
+
+A cache that cannot be written (read-only, no permission, disk full, quota) only costs time: the store
+logs one warning naming the folder and the reason, stops writing, and keeps computing in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -33,8 +37,11 @@ from bench.data.transforms import test_transform, train_transform
 
 log = logging.getLogger(__name__)
 FEATURE_LAYER = "image_embedding"  # encode_image output: after the projection, not normalised
-FORMAT = 2  # bump when the file layout or the key changes
+FORMAT = 3  # bump when the file layout or the key changes (3: the precision joined the key)
 ENCODE_BATCH = 256
+# Write errors that mean "this cache cannot take files now": the job goes on uncached. Others propagate.
+UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+_warned_roots: set[str] = set()  # one warning per cache folder per process, not one per job
 
 
 class _Plain(torch.utils.data.Dataset):
@@ -67,12 +74,13 @@ class _Views(torch.utils.data.Dataset):
 class FeatureStore:
     """Features of one (backbone, dataset). `enabled=False` recomputes everything (for benchmarks)."""
 
-    def __init__(self, backbone, splits, device, precision="amp", workers=0, root=None, enabled=True):
+    def __init__(self, backbone, splits, device, precision="fp32", workers=0, root=None, enabled=True):
         self.backbone, self.splits, self.device = backbone, splits, torch.device(device)
         self.precision, self.workers, self.enabled = precision, workers, enabled
         self.root = Path(root) if root else features_root()
         self._memory: dict[str, tuple] = {}  # plain (non-augmented) features only: views are per task
         self._digests: dict[int, tuple] = {}
+        self._unwritable = False  # set by the first write that fails for want of space or permission
         self.stats = {"computed": 0, "disk_hits": 0, "memory_hits": 0, "images_encoded": 0, "encode_s": 0.0}
 
     # ---------------------------------------------------------------- public API
@@ -141,7 +149,8 @@ class FeatureStore:
                 "split_digest": self.splits.split_digest, "split": split, "count": len(items),
                 "items": self._items_digest(items), "transform": tid,
                 "view": list(view) if view is not None else None, "layer": FEATURE_LAYER,
-                "dtype": str(self._store_dtype()).removeprefix("torch."), "device": self.device.type}
+                "dtype": str(self._store_dtype()).removeprefix("torch."), "device": self.device.type,
+                "precision": self.precision}  # amp and the fp16 model both store fp16, yet differ
 
     def _items_digest(self, items) -> str:
         """Memoised per list object (the list is kept referenced, so its id cannot be reused): hashing a
@@ -179,12 +188,21 @@ class FeatureStore:
         return feats, labels
 
     def _write(self, key: dict, result: tuple) -> None:
-        if not self.enabled:
+        if not self.enabled or self._unwritable:
             return
         feats, labels = result[0].contiguous(), result[1].contiguous()
         meta = {"key": json.dumps(key, sort_keys=True), "sha256": _payload_sha(feats, labels)}
-        atomic_write_bytes(self._path(key), save({"features": feats, "labels": labels}, metadata=meta))
-        self._describe_backbone()
+        try:
+            atomic_write_bytes(self._path(key), save({"features": feats, "labels": labels}, metadata=meta))
+            self._describe_backbone()
+        except OSError as exc:
+            if exc.errno not in UNWRITABLE:
+                raise
+            self._unwritable = True  # stop trying: on a full disk every attempt would fail again
+            if str(self.root) not in _warned_roots:
+                _warned_roots.add(str(self.root))
+                log.warning("feature cache %s is not writable (%s); going on without caching features",
+                            self.root, exc.strerror or exc)
 
     def _describe_backbone(self) -> None:
         path = self.root / self.backbone.digest[:16] / "backbone.json"
@@ -194,13 +212,15 @@ class FeatureStore:
 
     # ---------------------------------------------------------------- encoding
     def _store_dtype(self) -> torch.dtype:
-        """Under AMP the encoder emits fp16: storing fp16 is lossless and halves the cache."""
-        return torch.float16 if self.precision == "amp" and self.device.type == "cuda" else torch.float32
+        """Under AMP and with CLIP's fp16 model (bench.method.RUN_PRECISIONS) the encoder emits fp16:
+        storing fp16 is lossless and halves the cache."""
+        amp = self.precision == "amp" and self.device.type == "cuda"
+        return torch.float16 if amp or self.precision == "fp16" else torch.float32
 
     def _autocast(self):
-        if self._store_dtype() == torch.float16:
+        if self.precision == "amp" and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
+        return contextlib.nullcontext()  # fp16: the model itself is fp16, as CoOp's and lpclip's CLIP
 
     def _loader(self, data, batch_size):
         return torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=self.workers,
@@ -212,7 +232,9 @@ class FeatureStore:
         out = []
         for chunk in images.split(ENCODE_BATCH):
             with self._autocast():
-                feats = self.backbone.model.encode_image(chunk.to(self.device, non_blocking=True))
+                # the fp16 model takes fp16 images (CLIP's `image.type(self.dtype)`); others fp32
+                dtype = torch.float16 if self.precision == "fp16" else torch.float32
+                feats = self.backbone.model.encode_image(chunk.to(self.device, dtype, non_blocking=True))
             out.append(feats.to(self._store_dtype()).cpu())
         self.stats["images_encoded"] += len(images)
         self.stats["encode_s"] += time.perf_counter() - started

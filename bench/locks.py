@@ -7,6 +7,13 @@ runs and a random token. The holder touches the file every lease/4 seconds. A lo
 holder is provably gone: same host and the pid is dead (or is another process reusing the pid), or
 the file was not touched for a whole lease (the only test possible across hosts). A stale lock is
 broken under a short-lived "breaker" lock so two processes cannot break and re-take it at once.
+
+A damaged lock (unreadable, not JSON, or not a lock: host and token must be strings, pid an integer)
+cannot come from bench, since a lock appears with its full content; a foreign tool or a torn disk left
+it. It is warned about once (naming the file), counted by `bench status`, and treated as stale once its
+mtime is DAMAGED_GRACE_S old (younger, it blocks its job like a live claim would, in case a foreign
+writer is still writing it). Breaking it goes through the same breaker, so two racing drivers still
+never both take the job: after the break, only one link of the new lock can win.
 """
 
 from __future__ import annotations
@@ -21,11 +28,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.results import now_iso
+from bench.results import now_iso, warn_damaged
 
 log = logging.getLogger(__name__)
 LEASE_S = float(os.environ.get("BENCH_LOCK_LEASE_S", "120"))
 BREAKER_STALE_S = 30.0  # a breaker is held for milliseconds; one this old was left by a killed process
+DAMAGED_GRACE_S = 5.0  # a damaged lock older than this is stale (see the module docstring)
 HOST = socket.gethostname()
 
 
@@ -62,11 +70,37 @@ class JobLock:
     token: str
 
 
-def read_lock(path: Path) -> dict | None:
+def read_lock(path: Path, damaged: list | None = None) -> dict | None:
+    """A lock's content; None when the file is gone or damaged (warned once, appended to `damaged`)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8 or not JSON
+        return _damaged(path, f"not readable as UTF-8 JSON ({exc.__class__.__name__}: {exc})", damaged)
+    problem = lock_problem(info)
+    return info if problem is None else _damaged(path, problem, damaged)
+
+
+def lock_problem(info) -> str | None:
+    """Why parsed JSON is not a lock bench wrote; None when it is one."""
+    if not isinstance(info, dict):
+        return f"a JSON {type(info).__name__}, not an object"
+    for key, kind in (("host", str), ("pid", int), ("token", str)):
+        if type(info.get(key)) is not kind:  # `is`: a bool is not a pid
+            return f"not a bench lock: '{key}' must be a {kind.__name__}, got {info.get(key)!r}"
+    if not 0 < info["pid"] < 2**31:  # os.kill: 0 and negatives name process groups, huge ones overflow
+        return f"not a bench lock: 'pid' {info['pid']} is not a process id"
+    if info.get("pid_start") is not None and not isinstance(info["pid_start"], str):
+        return f"not a bench lock: 'pid_start' must be a str, got {info['pid_start']!r}"
+    return None
+
+
+def _damaged(path: Path, reason: str, damaged: list | None) -> None:
+    warn_damaged(path, "lock file", f"{reason}; it blocks its job for at most {DAMAGED_GRACE_S:.0f} s")
+    if damaged is not None:
+        damaged.append(path)
+    return None
 
 
 def is_stale(path: Path, lease_s: float = LEASE_S) -> bool:
@@ -77,9 +111,9 @@ def is_stale(path: Path, lease_s: float = LEASE_S) -> bool:
     info = read_lock(path)
     if age > lease_s:
         return True
-    if info is None:  # links are atomic, so only a foreign tool leaves this; let the lease decide
-        return False
-    return info.get("host") == HOST and not pid_alive(int(info["pid"]), info.get("pid_start"))
+    if info is None:  # damaged (or removed since the stat: then breaking finds nothing to remove)
+        return age > DAMAGED_GRACE_S
+    return info["host"] == HOST and not pid_alive(info["pid"], info.get("pid_start"))
 
 
 def _link_new(path: Path, content: dict) -> bool:
@@ -122,7 +156,10 @@ def _break_if_stale(path: Path, lease_s: float) -> bool:
     try:
         judged = read_lock(path)
         if is_stale(path, lease_s):  # re-check under the breaker: it may have been re-taken meanwhile
-            log.warning("breaking stale lock %s (%s)", path.name, judged)
+            if judged is None:  # damaged: warned about when read
+                log.info("removing damaged lock %s", path)
+            else:
+                log.warning("breaking stale lock %s (%s)", path.name, judged)
             path.unlink(missing_ok=True)
             return True
         return False
@@ -151,12 +188,13 @@ def sweep_stale(results_dir: Path, lease_s: float = LEASE_S) -> int:
     return sum(_break_if_stale(p, lease_s) for p in sorted(folder.glob("*.lock"))) if folder.is_dir() else 0
 
 
-def live_locks(results_dir: Path, lease_s: float = LEASE_S) -> dict[str, dict]:
-    """job_id → lock content, for every claim whose holder is still alive (what `running` means)."""
+def live_locks(results_dir: Path, lease_s: float = LEASE_S, damaged: list | None = None) -> dict[str, dict]:
+    """job_id → lock content, for every claim whose holder is still alive (what `running` means).
+    The paths of damaged lock files are appended to `damaged`."""
     out = {}
     folder = lock_dir(results_dir)
     for path in sorted(folder.glob("*.lock")) if folder.is_dir() else []:
-        info = read_lock(path)
+        info = read_lock(path, damaged)
         if info is not None and not is_stale(path, lease_s):
             out[path.stem] = info
     return out

@@ -1,7 +1,12 @@
 """Result records: one immutable JSON file per finished job, written atomically.
 
 Layout: <results_dir>/records/<method>/<dataset>/<job_id>.<created_at>.json. A rerun (--force) adds a
-new file instead of overwriting; readers keep the latest record per job key."""
+new file instead of overwriting; readers keep the latest record per job key.
+
+A records folder is never trusted: every reader (status, the scheduler, the executors' gate, show,
+report) goes through read_record, which checks a file against RecordSchema (the fields readers use,
+with their types). A file that fails is damaged: skipped with one warning naming it, counted by the
+callers that pass `skipped`, never deleted and never fatal."""
 
 from __future__ import annotations
 
@@ -11,9 +16,50 @@ import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
+_warned: set[str] = set()  # files already warned about in this process: one line per file, not per read
+
+
+class RecordSchema(BaseModel):
+    """What a file must hold to count as a record: every field some reader relies on, strictly typed
+    (no coercion: "4" is not a shot count). Other fields are free (extra = ignore)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    job_id: str
+    created_at: str
+    status: Literal["ok", "failed"]
+    method: str
+    dataset: str
+    shots: int
+    seed: int
+    backbone: dict
+    metrics: dict
+    error: str | None = None
+    base_method: str | None = None
+    method_version: int | None = None
+    params: dict = {}
+    protocol: str = "fewshot"
+    validation: str = "none"
+    trainable_params: int | None = None
+    state_bytes: int | None = None
+    timings: dict = {}
+    peak_memory_bytes: int | None = None
+    config: dict = {}
+    split: dict = {}
+    git: dict = {}
+    versions: dict = {}
+
+
+def warn_damaged(path: Path, what: str, reason: str) -> None:
+    """One plain warning line per damaged file (record or lock) per process."""
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning("skipping damaged %s %s: %s", what, path, reason)
 
 
 def cell_label(method: str, dataset: str, shots: int, seed: int) -> str:
@@ -68,21 +114,35 @@ def artifact_dir(results_dir: Path, record: dict) -> Path:
 
 
 def read_record(path: Path) -> dict | None:
-    """One record file, or None when it does not parse or is not a record (a foreign JSON without a
-    string job_id and created_at): such files are logged and left alone, never deleted."""
+    """One record file as written, or None when it is damaged (see the module docstring)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log.warning("skipping %s: %s", path, exc)
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: bad JSON
+        warn_damaged(path, "record file", f"not readable as UTF-8 JSON ({exc.__class__.__name__}: {exc})")
         return None
-    if isinstance(data, dict) and isinstance(data.get("job_id"), str) and isinstance(data.get("created_at"), str):
-        return data
-    log.warning("skipping %s: not a result record", path)
+    problem = record_problem(data)
+    if problem:
+        warn_damaged(path, "record file", problem)
+        return None
+    return data
+
+
+def record_problem(data) -> str | None:
+    """Why `data` (parsed JSON) is not a record, in a few words; None when it is one."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    try:
+        RecordSchema.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(map(str, first["loc"])) or "record"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"not a bench record: {field}: {first['msg']}{more}"
     return None
 
 
 def read_records(results_dir: Path, skipped: list | None = None) -> list[dict]:
-    """Every readable record (see read_record); the paths of the others are appended to `skipped`."""
+    """Every valid record (see read_record); the paths of damaged files are appended to `skipped`."""
     records = []
     for path in sorted(Path(results_dir).glob("records/*/*/*.json")):
         record = read_record(path)

@@ -24,11 +24,10 @@ from bench.results import latest_per_job, read_records
 STATES = ("done", "failed", "running", "pending")
 
 
-def job_states(results_dir: Path, jobs: list) -> dict[str, str]:
-    """job id → done | failed | running | pending. A live claim wins over an old failed record (the
-    job is being retried); an ok record wins over a claim (the holder is just releasing it)."""
-    latest = latest_per_job(read_records(results_dir))
-    claimed = live_locks(results_dir)
+def job_states(jobs: list, latest: dict[str, dict], claimed: dict[str, dict]) -> dict[str, str]:
+    """job id → done | failed | running | pending, from the latest records and the live claims. A live
+    claim wins over an old failed record (the job is being retried); an ok record wins over a claim
+    (the holder is just releasing it)."""
     states = {}
     for job in jobs:
         status = (latest.get(job.id) or {}).get("status")
@@ -41,13 +40,17 @@ def job_states(results_dir: Path, jobs: list) -> dict[str, str]:
     return states
 
 
-def status_table(results_dir: Path, jobs: list) -> tuple[Table, Counter, list[dict]]:
-    """A method × dataset table of state counts, the totals, and the running claims."""
-    states = job_states(results_dir, jobs)
+def status_table(results_dir: Path, jobs: list) -> tuple[Table, Counter, list[dict], list[Path]]:
+    """A method × dataset table of state counts, the totals, the running claims, and the damaged
+    record and lock files that were skipped (each already warned about)."""
+    damaged: list[Path] = []
+    latest = latest_per_job(read_records(results_dir, damaged))
+    claimed = live_locks(results_dir, damaged=damaged)
+    states = job_states(jobs, latest, claimed)
     cells: dict[tuple, Counter] = {}
     for job in jobs:
         cells.setdefault((job.method, job.dataset), Counter())[states[job.id]] += 1
-    table = Table(title=str(results_dir))
+    table = Table(title=escape(str(results_dir)))
     for col in ("method", "dataset", *STATES):
         table.add_column(col, justify="left" if col in ("method", "dataset") else "right")
     style = {"done": "green", "failed": "red", "running": "yellow", "pending": ""}
@@ -55,8 +58,16 @@ def status_table(results_dir: Path, jobs: list) -> tuple[Table, Counter, list[di
         table.add_row(method, dataset, *(f"[{style[s]}]{counts[s]}[/]" if counts[s] and style[s] else str(counts[s])
                                           for s in STATES))
     totals = Counter(states.values())
-    running = [info for job_id, info in live_locks(results_dir).items() if states.get(job_id) == "running"]
-    return table, totals, running
+    running = [info for job_id, info in claimed.items() if states.get(job_id) == "running"]
+    return table, totals, running, damaged
+
+
+def damaged_note(damaged: list[Path]) -> list[str]:
+    """One line per folder: 'N damaged files skipped in results/x/records (see warnings above)'."""
+    folders = Counter(str(path.parent.parent.parent if path.suffix == ".json" else path.parent)
+                      for path in damaged)  # records/<method>/<dataset>/x.json; locks/x.lock
+    return [f"{n} damaged file{'s' if n > 1 else ''} skipped in {folder} (see warnings above)"
+            for folder, n in folders.items()]  # records first: they are scanned first
 
 
 def run_table(records: list[dict]) -> Table:

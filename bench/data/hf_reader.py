@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from bench.data.cards import DatasetCard, dataset_dir, image_dir
 from bench.data.items import DatasetSplits
-from bench.data.readers import (SPLITS, classnames_from, parse_coop_split, read_bytes,
+from bench.data.readers import (SPLITS, check_inside, classnames_from, parse_coop_split, read_bytes,
                                 splits_from_entries)
 from bench.errors import BenchError
 
@@ -33,8 +33,9 @@ def read_hf(card: DatasetCard, root: Path) -> DatasetSplits:
     split_path = dataset_dir(card, root) / card.split_file
     raw = read_bytes(split_path, card)
     entries = parse_coop_split(raw, str(split_path))
-    classnames = classnames_from(entries, str(split_path))
     hf_dir = image_dir(card, root)
+    check_inside(entries, hf_dir, str(split_path))  # before any image is extracted to base/<entry>
+    classnames = classnames_from(entries, str(split_path))
     if not hf_dir.is_dir():
         raise BenchError(f"dataset '{card.name}': Hugging Face directory {hf_dir} not found")
     wanted = sorted({rel for s in SPLITS for rel, _, _ in entries[s]})

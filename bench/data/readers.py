@@ -98,6 +98,18 @@ def parse_coop_split(raw: bytes, where: str) -> dict[str, list[Entry]]:
     return out
 
 
+def check_inside(entries: dict[str, list[Entry]], image_root: Path, where: str) -> None:
+    """Split files hold paths relative to the image folder: an absolute entry, or one whose '..' climbs
+    out of it, would read (or, for Hugging Face copies, write) files elsewhere. Checked lexically
+    (normpath, no stat), once, where the entries are read."""
+    for split, listed in entries.items():
+        for i, (rel, _, _) in enumerate(listed):
+            norm = os.path.normpath(rel)
+            if os.path.isabs(rel) or norm == os.pardir or norm.startswith(os.pardir + os.sep):
+                raise BenchError(f"{where}: {split} entry {i} {rel!r} is outside the image folder {image_root}; "
+                                 "split files hold paths relative to it")
+
+
 def classnames_from(entries: dict[str, list[Entry]], where: str) -> list[str]:
     """Class list = the train labels, sorted, each mapped to its name (CoOp's rule).
 
@@ -134,6 +146,7 @@ def read_coop_json(card: DatasetCard, root: Path) -> DatasetSplits:
     path = dataset_dir(card, root) / card.split_file
     raw = read_bytes(path, card)
     entries = parse_coop_split(raw, str(path))
+    check_inside(entries, image_dir(card, root), str(path))
     classnames = classnames_from(entries, str(path))
     return splits_from_entries(card, entries, image_dir(card, root), classnames,
                                hashlib.sha256(raw).hexdigest())
@@ -203,6 +216,7 @@ def read_fgvc(card: DatasetCard, root: Path) -> DatasetSplits:
             if variant not in label_of:
                 raise BenchError(f"{path}:{n}: variant '{variant}' is not listed in {vpath}")
             entries[split].append((f"{image_id}.jpg", label_of[variant], variant))
+        check_inside({split: entries[split]}, image_dir(card, root), str(path))
     classnames = classnames_from(entries, str(ddir / "images_variant_train.txt"))
     return splits_from_entries(card, entries, image_dir(card, root), classnames, h.hexdigest())
 

@@ -4,51 +4,25 @@ A record is *current* when its job id equals the id of the job the current suite
 cell (method, method version, resolved parameters, backbone, protocol: bench.jobs.job_for). Every
 other ok record belongs to another configuration: left out of the tables by default, shown as its own
 row `method@<config hash>` with --all-configs. For each job id the newest ok record wins (a failed
-rerun never erases an ok number). Records that do not parse as a record are counted, never fatal."""
+rerun never erases an ok number). Damaged files (bench.results.read_record) are counted, never fatal."""
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.jobs import job_for, stable_id
-from bench.results import read_records
+from bench.results import RecordSchema, read_records
 
-log = logging.getLogger(__name__)
 MASK_METRIC = "masked_pct_of_masked_tensors"
 
 
-class RecordIn(BaseModel):
-    """The fields a report reads; everything else in a record is kept out of the way (extra = ignore)."""
-
-    model_config = ConfigDict(extra="ignore")
-    job_id: str
-    method: str
-    dataset: str
-    shots: int
-    seed: int
-    backbone: dict
-    status: str
-    created_at: str
-    base_method: str | None = None
-    method_version: int | None = None
-    params: dict = {}
-    protocol: str = "fewshot"
-    metrics: dict = {}
-    validation: str = "none"
-    trainable_params: int | None = None
-    state_bytes: int | None = None
-    timings: dict = {}
-    peak_memory_bytes: int | None = None
-    config: dict = {}
-    split: dict = {}
-    git: dict = {}
-    versions: dict = {}
+# A report reads records through bench.results, which checks each file against this schema (the one
+# definition of a record), so every row read here is valid and typed.
+RecordIn = RecordSchema
 
 
 @dataclass
@@ -61,13 +35,8 @@ class Loaded:
 def load_records(results_dirs: list[Path], suite) -> Loaded:
     rows, skipped = [], []
     for folder in results_dirs:
-        for raw in read_records(folder, skipped):
-            try:
-                record = RecordIn.model_validate(raw)
-            except ValidationError as exc:
-                log.warning("skipping a record that is not a bench record in %s: %s", folder, exc.errors()[0]["msg"])
-                skipped.append(raw.get("job_id"))
-                continue
+        for raw in read_records(folder, skipped):  # damaged files: warned about, counted in `skipped`
+            record = RecordIn.model_validate(raw)
             if record.status == "ok" and isinstance(record.metrics.get("top1"), (int, float)):
                 rows.append(_row(record, folder))
     frame = pd.DataFrame(rows, columns=COLUMNS)

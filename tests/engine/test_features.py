@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 import open_clip
 import pytest
@@ -216,3 +217,49 @@ def test_cli_info_and_clear(backbone, splits, fewshot, tmp_path, monkeypatch):
     assert done.exit_code == 0 and "deleted 3 files" in done.output
     assert not list(tmp_path.rglob("*.safetensors"))
     assert "empty" in runner.invoke(cache_app, ["info"]).output
+
+
+@pytest.mark.parametrize("how, reason", [("read_only", None), ("disk_full", "No space left on device")])
+def test_an_unwritable_cache_warns_once_and_goes_on_uncached(backbone, splits, fewshot, tmp_path, monkeypatch,
+                                                            caplog, how, reason):
+    import errno
+
+    monkeypatch.setattr(features, "_warned_roots", set())
+    root = tmp_path / "cache"
+    root.mkdir()
+    if how == "read_only":
+        root.chmod(0o555)
+        try:  # root ignores the mode bits: then fail the write as a read-only mount would
+            (root / "probe").touch()
+        except PermissionError:
+            reason = "Permission denied"
+        else:
+            (root / "probe").unlink()
+            how, reason = "disk_full", "Read-only file system"
+    if how == "disk_full":
+        code = errno.EROFS if reason == "Read-only file system" else errno.ENOSPC
+
+        def failing_write(path, data):
+            raise OSError(code, os.strerror(code), str(path))
+
+        monkeypatch.setattr(features, "atomic_write_bytes", failing_write)
+    expected = store(backbone, splits, tmp_path / "unused", enabled=False).test()
+    with caplog.at_level(logging.WARNING):
+        s = store(backbone, splits, root)
+        got = s.test()
+        s.test(), s.train_views(fewshot, 1, 2), store(backbone, splits, root).test()  # more writes, a new store
+    root.chmod(0o755)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    assert s.stats["memory_hits"] == 1 and not list(root.rglob("*.safetensors"))
+    assert caplog.messages == [f"feature cache {root} is not writable ({reason}); going on without caching features"]
+
+
+def test_other_write_errors_are_not_hidden(backbone, splits, tmp_path, monkeypatch):
+    import errno
+
+    def broken_disk(path, data):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(features, "atomic_write_bytes", broken_disk)
+    with pytest.raises(OSError, match="Input/output error"):
+        store(backbone, splits, tmp_path).test()

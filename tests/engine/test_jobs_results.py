@@ -81,7 +81,7 @@ def test_job_ids_are_stable_across_processes(smoke_suite):
 
 
 def record(job_id, created, status="ok", **extra):
-    return {"job_id": job_id, "method": "m", "dataset": "d", "shots": 1, "seed": 1,
+    return {"job_id": job_id, "method": "m", "dataset": "d", "shots": 1, "seed": 1, "backbone": {},
             "created_at": created, "status": status, "metrics": {}, **extra}
 
 
