@@ -4,7 +4,6 @@ the shared results folder (records + lock files) into progress events."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -14,7 +13,8 @@ from pathlib import Path
 
 from bench.executors.base import Gate, Listener, latest_record, summarize
 from bench.executors.local import group_key
-from bench.locks import lock_dir, read_lock, is_stale
+from bench.locks import is_stale, lock_dir, read_lock
+from bench.results import read_record
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Watcher:
                 if job is None or name in self.seen or not name.endswith(".json"):
                     continue
                 self.seen.add(name)
-                record = _read_json(path / name)
+                record = read_record(path / name)  # None for a damaged file (warned once)
                 if record is not None and record["created_at"] >= self.since:
                     del self.open[job.id]
                     self.running.discard(job.id)
@@ -99,8 +99,3 @@ class Watcher:
             listener.started(job, f"{info.get('host', '?')}:{info.get('where', '?')}")
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
