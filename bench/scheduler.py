@@ -12,6 +12,7 @@ import logging
 import tempfile
 import threading
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -58,24 +59,43 @@ def preflight(suite: Suite, jobs: list[Job], runner: str = DEFAULT_RUNNER) -> No
         return
     from bench.backbone import check_backbone
     from bench.cache import cache_root
-
-    if cache_root().is_file():  # a read-only or full cache only slows a run down (bench.features)
-        raise BenchError(f"the cache folder {cache_root()} is a file; point BENCH_CACHE at a folder")
     from bench.data import load_card
     from bench.data.doctor import ensure_usable
 
+    if cache_root().is_file():  # a read-only or full cache only slows a run down (bench.features)
+        raise BenchError(f"the cache folder {cache_root()} is a file; point BENCH_CACHE at a folder")
     for name in sorted({job.dataset for job in jobs}):
         card = load_card(name)
         if card.synthetic:  # smoke datasets are generated on first use
-            from bench.data.synthetic import ensure_generated, is_complete
-
-            if is_complete(card, suite.data_root):
-                ensure_generated(card, suite.data_root)
-            else:  # the live view shows the wait (bench.progress)
-                with progress.step(f"generating dataset {name}"):
-                    ensure_generated(card, suite.data_root)
+            with unwritable_as_error(f"dataset {name}", suite.data_root, f"data_root of [suites.{suite.name}]"):
+                _generate(card, suite.data_root)
         ensure_usable(card, suite.data_root)
     check_backbone(suite.backbone)
+    if suite.backbone.builtin:  # expanded once here, not in every worker at once
+        from bench.smoke_backbone import ensure_smoke_backbone, smoke_backbone_dir
+
+        with unwritable_as_error("the smoke backbone", smoke_backbone_dir(), "BENCH_CACHE"):
+            ensure_smoke_backbone(smoke_backbone_dir())
+
+
+def _generate(card, root: Path) -> None:
+    from bench.data.synthetic import ensure_generated, is_complete
+
+    if is_complete(card, root):
+        ensure_generated(card, root)
+    else:  # the live view shows the wait (bench.progress)
+        with progress.step(f"generating dataset {card.name}"):
+            ensure_generated(card, root)
+
+
+@contextmanager
+def unwritable_as_error(what: str, folder: Path, setting: str):
+    """A generated asset (smoke data, the smoke backbone) that cannot be written: one line, exit 2."""
+    try:
+        yield
+    except OSError as exc:
+        raise BenchError(f"cannot write {what} under {folder}: {exc.strerror or exc}; point {setting} at a "
+                         "writable folder") from None
 
 
 def check_writable_folder(folder: Path, what: str, where: str) -> None:

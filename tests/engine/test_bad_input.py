@@ -218,3 +218,20 @@ def test_the_end_of_a_run_says_who_ran_what_and_why_the_rest_did_not_run():
                                   "(2 still claimed by another process; see `bench status`, then rerun)")
     alone = Outcome(ok=[{}] * 3, ran_here=3)
     assert _done_line(alone) == "done: 3 ok, 0 failed; this driver ran 3"
+
+
+def test_smoke_data_that_cannot_be_generated_is_one_line(workdir, monkeypatch):
+    import errno
+
+    from bench.data import synthetic
+
+    def disk_full(card, root):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(synthetic, "ensure_generated", disk_full)
+    monkeypatch.setattr(synthetic, "is_complete", lambda card, root: False)
+    (workdir / "tasks.toml").write_text(BASE.replace(f'"{DATA}"', '"fresh-data"'))
+    result = invoke(["run"], workdir / "tasks.toml")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert (f"cannot write dataset smoke_mini under {workdir / 'fresh-data'}: No space left on device; point "
+            "data_root of [suites.smoke] at a writable folder") in result.output
