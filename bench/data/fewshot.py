@@ -176,4 +176,7 @@ def rebase(stored: str, root: Path) -> Path:
     if not hits:
         raise BenchError(f"cannot place '{stored}' under {root}: no '{root.name}' directory in it")
     candidates = [root.joinpath(*parts[i + 1:]) for i in reversed(hits)]
-    return Path(os.path.abspath(next((c for c in candidates if c.exists()), candidates[0])))
+    placed = Path(os.path.abspath(next((c for c in candidates if c.exists()), candidates[0])))
+    if Path(os.path.abspath(root)) not in placed.parents:  # a '..' after the root's name climbs out
+        raise BenchError(f"cannot place '{stored}' under {root}: it climbs out of that folder")
+    return placed

@@ -76,3 +76,12 @@ def test_the_check_is_lexical_and_needs_no_files(tmp_path):
     check_inside({"train": [("a/b.jpg", 0, "x"), ("./c.jpg", 0, "x")]}, tmp_path / "nowhere", "s.json")
     with pytest.raises(BenchError, match="s.json: train entry 1 '/abs.jpg'"):
         check_inside({"train": [("a.jpg", 0, "x"), ("/abs.jpg", 0, "x")]}, tmp_path / "nowhere", "s.json")
+
+
+def test_a_fewshot_pickle_path_that_climbs_out_of_the_image_root_is_refused(tmp_path):
+    from bench.data.fewshot import rebase
+
+    root = tmp_path / "dtd" / "images"
+    assert rebase("/old/machine/dtd/images/banded/a.jpg", root) == root / "banded" / "a.jpg"
+    with pytest.raises(BenchError, match="climbs out of that folder"):
+        rebase("/old/machine/dtd/images/../../../etc/passwd", root)
