@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -24,6 +23,7 @@ from bench.scheduler import pending_jobs
 from bench.status import damaged_note, status_table
 from tests.conftest import REPO, copy_tasks_with_test_grid
 from tests.engine.report_records import record, suite_at
+from tests.scheduler.helpers import claims_won_in_a_race
 
 
 def _without(rec: dict, key: str) -> str:
@@ -166,18 +166,7 @@ def test_a_damaged_lock_is_warned_about_once_and_taken_after_the_grace(tmp_path,
 def test_racing_drivers_never_both_take_a_job_behind_a_damaged_lock(tmp_path):
     for _ in range(5):
         garbage_lock(tmp_path, "pid_str", age_s=60)
-        wins, barrier = [], threading.Barrier(8)
-
-        def race():
-            barrier.wait()
-            wins.append(locks.try_lock(tmp_path, "job1"))
-
-        threads = [threading.Thread(target=race) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sum(w is not None for w in wins) == 1
+        assert claims_won_in_a_race(tmp_path) == 1
         locks.lock_path(tmp_path, "job1").unlink()
 
 

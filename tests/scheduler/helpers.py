@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tests.scheduler.drive import RUNNER, fake_grid, fake_suite
 
-__all__ = ["REPO", "RUNNER", "all_records", "fake_grid", "fake_suite", "record_counts", "start_driver",
-           "subprocess_env", "wait_for"]
+__all__ = ["REPO", "RUNNER", "all_records", "claims_won_in_a_race", "fake_grid", "fake_suite", "record_counts",
+           "start_driver", "subprocess_env", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,3 +47,23 @@ def wait_for(predicate, timeout: float = 30.0, every: float = 0.05):
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
 
+
+
+def claims_won_in_a_race(results_dir: Path, job_id: str = "job1", threads: int = 8) -> int:
+    """How many of `threads` threads, released at once, got the claim of one job (must be 1)."""
+    import threading
+
+    from bench import locks
+
+    wins, barrier = [], threading.Barrier(threads)
+
+    def race():
+        barrier.wait()
+        wins.append(locks.try_lock(results_dir, job_id))
+
+    racers = [threading.Thread(target=race) for _ in range(threads)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    return sum(w is not None for w in wins)

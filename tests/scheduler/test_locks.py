@@ -4,10 +4,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 from bench import locks
+from tests.scheduler.helpers import claims_won_in_a_race
 
 
 def test_a_claim_is_exclusive_and_release_frees_it(tmp_path):
@@ -23,18 +23,7 @@ def test_a_claim_is_exclusive_and_release_frees_it(tmp_path):
 
 
 def test_many_threads_racing_for_one_job_get_one_claim(tmp_path):
-    wins, barrier = [], threading.Barrier(8)
-
-    def race():
-        barrier.wait()
-        wins.append(locks.try_lock(tmp_path, "job1"))
-
-    threads = [threading.Thread(target=race) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(w is not None for w in wins) == 1
+    assert claims_won_in_a_race(tmp_path) == 1
 
 
 def test_a_dead_holders_claim_is_broken(tmp_path):
