@@ -275,7 +275,8 @@ def list_command(what: str, tasks, console: Console, name: str | None = None):
         for suite in cfg.suites.values():
             for entry in suite.method_entries.values():
                 if entry.base != entry.name:
-                    table.add_row(entry.name, "", "", f"variant of {entry.base} ({cfg.path.name})")
+                    masks = f" on the masks of {entry.encoder}" if entry.encoder else ""
+                    table.add_row(entry.name, "", "", f"variant of {entry.base}{masks} ({cfg.path.name})")
             break
     elif what == "datasets":
         for col in ("name", "dir", "split source", "templates"):

@@ -53,6 +53,10 @@ class MethodEntry:
     params: dict = field(default_factory=dict)
     overrides: tuple[Override, ...] = ()
     timeout_min: float | None = None  # the executor kills a job running longer; not a parameter (no new job id)
+    # a method whose masks the image encoder runs under (`encoder = "rmt"`): this feature method then
+    # trains and is evaluated on the masked encoder's features (bench.runner). Not a parameter: the
+    # encoder job's whole key joins this job's key (bench.jobs.Job.key).
+    encoder: str = ""
 
     def params_for(self, dataset: str, shots: int) -> dict:
         merged = dict(self.params)
@@ -104,7 +108,7 @@ BACKBONE_SPEC = {**{k: Key(str) for k in ("model", "pretrained", "local_dir")},
                  "builtin": Key(str, choices=("smoke",), kind="builtin backbone")}
 MAX_TIMEOUT_MIN = 366 * 24 * 60  # a year: more is a typo, and timers overflow on inf
 ENTRY_SPEC = {"base": Key(str), "when": Key(list, items=dict),  # besides the method's own parameters
-              "timeout_min": Key(float, range=(0, MAX_TIMEOUT_MIN), open=True)}
+              "timeout_min": Key(float, range=(0, MAX_TIMEOUT_MIN), open=True), "encoder": Key(str)}
 COUNTS = Key(list, required=True, items=int, range=(1, MAX_COUNT), nonempty=True, unique=True)
 
 
@@ -161,12 +165,14 @@ def load_config(tasks: Path | None = None) -> Config:
     from bench.registry import METHODS
 
     return load(tasks, known_methods=METHODS.names(), known_datasets=card_names(),
-                params_of=lambda base: METHODS.get(base).Params)
+                params_of=lambda base: METHODS.get(base).Params, method_of=METHODS.get)
 
 
-def load(path: Path | None = None, known_methods=None, known_datasets=None, params_of=None) -> Config:
+def load(path: Path | None = None, known_methods=None, known_datasets=None, params_of=None,
+         method_of=None) -> Config:
     """Parse and validate a tasks file. Names are checked against the given registries; with
-    `params_of(base method) → its Params dataclass`, so is every method parameter (bench.schema)."""
+    `params_of(base method) → its Params dataclass`, so is every method parameter (bench.schema);
+    with `method_of(base method) → its class`, so is every `encoder` (_check_encoder)."""
     path = Path(path) if path else default_tasks_path()
     raw = check(_read(path), TOP_SPEC, str(path))
     for kind, table in (("backbone", "backbones"), ("method", "methods"), ("suite", "suites")):
@@ -175,6 +181,9 @@ def load(path: Path | None = None, known_methods=None, known_datasets=None, para
     backbones = {n: _backbone(n, t, f"{path} [backbones.{n}]") for n, t in raw.get("backbones", {}).items()}
     entries = {n: _method_entry(n, t, path, known_methods, known_datasets, params_of)
                for n, t in raw.get("methods", {}).items()}
+    for entry in entries.values():
+        if entry.encoder and known_methods is not None:
+            _check_encoder(entry, entries, known_methods, method_of, f"{path} [methods.{entry.name}]")
     methods = None if known_methods is None else sorted(set(entries) | set(known_methods))
     spec = _suite_spec(backbones, known_datasets, methods)
     suites = {n: _suite(n, check(t, spec, f"{path} [suites.{n}]"), backbones, entries, f"{path} [suites.{n}]")
@@ -224,7 +233,36 @@ def _method_entry(name: str, table, path: Path, known_methods, known_datasets, p
         params = check(params, spec, where, noun="parameter")
     overrides = tuple(_override(o, f"{path} [[methods.{name}.when]] #{i + 1}", known_datasets, spec)
                       for i, o in enumerate(head.get("when", ())))
-    return MethodEntry(name=name, base=base, params=params, overrides=overrides, timeout_min=head.get("timeout_min"))
+    return MethodEntry(name=name, base=base, params=params, overrides=overrides, timeout_min=head.get("timeout_min"),
+                       encoder=head.get("encoder", ""))
+
+
+def _check_encoder(entry: MethodEntry, entries: dict, known_methods, method_of, where: str) -> None:
+    """`encoder` composes a feature method on a mask method's masks: it must name a method or variant
+    whose base declares `produces_masks`, and the entry must be a new name whose base is a feature
+    method (a plain `[methods.coop]` keeps meaning plain CoOp). Checked after every entry is read, so
+    an encoder may be a variant declared further down the file."""
+    names = sorted(set(known_methods) | set(entries))
+    if entry.name in known_methods:
+        raise BenchError(f"{where}: encoder makes a new method; declare it under a new name, e.g. "
+                         f"[methods.{entry.name}_{entry.encoder}] with base = \"{entry.name}\"")
+    if entry.encoder not in names:
+        raise BenchError(f"{where}: encoder: {unknown('method', entry.encoder, names)}")
+    if entries.get(entry.encoder) is not None and entries[entry.encoder].encoder:
+        raise BenchError(f"{where}: encoder '{entry.encoder}' is itself composed; name a mask method")
+    if method_of is None:
+        return
+
+    def base_of(name):
+        return entries[name].base if name in entries else name
+
+    if method_of(entry.base).inputs != "features":
+        raise BenchError(f"{where}: encoder needs a feature method as base (inputs = \"features\"); "
+                         f"'{entry.base}' trains on images")
+    if not getattr(method_of(base_of(entry.encoder)), "produces_masks", False):
+        masks = [n for n in names if getattr(method_of(base_of(n)), "produces_masks", False)]
+        raise BenchError(f"{where}: encoder '{entry.encoder}' produces no masks; name a mask method "
+                         f"(one of: {', '.join(masks) or 'none registered'})")
 
 
 def _override(table, where: str, known_datasets, spec) -> Override:

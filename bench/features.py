@@ -1,7 +1,8 @@
 """Frozen-feature cache: image embeddings computed once and shared by every method, shot and seed.
 
 A cached tensor is keyed by everything that changes it (backbone weights digest, dataset + split digest,
-item-list digest, transform id, augmented view, feature layer, stored dtype, device kind, precision).
+item-list digest, transform id, augmented view, feature layer, stored dtype, device kind, precision;
+for an encoder under masks also the sha256 of the masks file, a field plain keys do not have).
 Files are safetensors written atomically, with the full key and a sha256 of the payload in their
 metadata; a file whose key, shape or checksum does not match is rebuilt, never reused. Augmented views
 derive their randomness from (seed, epoch, item index), so a cached view is exactly the view an
@@ -72,11 +73,14 @@ class _Views(torch.utils.data.Dataset):
 
 
 class FeatureStore:
-    """Features of one (backbone, dataset). `enabled=False` recomputes everything (for benchmarks)."""
+    """Features of one (backbone, dataset). `enabled=False` recomputes everything (for benchmarks).
+    `masks`: the sha256 of the masks file the backbone's image encoder runs under (bench.masking.
+    masked_model), part of every key; empty for the plain encoder, whose keys it leaves unchanged."""
 
-    def __init__(self, backbone, splits, device, precision="fp32", workers=0, root=None, enabled=True):
+    def __init__(self, backbone, splits, device, precision="fp32", workers=0, root=None, enabled=True,
+                 masks: str = ""):
         self.backbone, self.splits, self.device = backbone, splits, torch.device(device)
-        self.precision, self.workers, self.enabled = precision, workers, enabled
+        self.precision, self.workers, self.enabled, self.masks = precision, workers, enabled, masks
         self.root = Path(root) if root else features_root()
         self._memory: dict[str, tuple] = {}  # plain (non-augmented) features only: views are per task
         self._digests: dict[int, tuple] = {}
@@ -145,12 +149,13 @@ class FeatureStore:
             tid = test_transform(b.image_size, mean=b.mean, std=b.std).transform_id
         else:
             tid = train_transform(b.image_size, scale=scale, mean=b.mean, std=b.std).transform_id
-        return {"format": FORMAT, "backbone": b.digest, "dataset": self.splits.name,
-                "split_digest": self.splits.split_digest, "split": split, "count": len(items),
-                "items": self._items_digest(items), "transform": tid,
-                "view": list(view) if view is not None else None, "layer": FEATURE_LAYER,
-                "dtype": str(self._store_dtype()).removeprefix("torch."), "device": self.device.type,
-                "precision": self.precision}  # amp and the fp16 model both store fp16, yet differ
+        key = {"format": FORMAT, "backbone": b.digest, "dataset": self.splits.name,
+               "split_digest": self.splits.split_digest, "split": split, "count": len(items),
+               "items": self._items_digest(items), "transform": tid,
+               "view": list(view) if view is not None else None, "layer": FEATURE_LAYER,
+               "dtype": str(self._store_dtype()).removeprefix("torch."), "device": self.device.type,
+               "precision": self.precision}  # amp and the fp16 model both store fp16, yet differ
+        return {**key, "masks": self.masks} if self.masks else key
 
     def _items_digest(self, items) -> str:
         """Memoised per list object (the list is kept referenced, so its id cannot be reused): hashing a

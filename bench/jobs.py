@@ -28,7 +28,11 @@ class Job:
 
     shots = seed = ANY (0) means "independent of shots and seed": the job of a method that declares
     `uses_fewshot = False` (zero-shot CLIP). It runs once per dataset, without a few-shot draw, and
-    its record stands for every shots × seed cell of that dataset (its label reads `.../any-shot`)."""
+    its record stands for every shots × seed cell of that dataset (its label reads `.../any-shot`).
+
+    `encoder` (a composed method, tasks.toml `encoder = "rmt"`): the mask job of the same cell whose
+    masks the image encoder runs under; its whole key is part of this job's key, so another mask
+    configuration is another job. None for every other job, whose key (and id) it leaves as it was."""
 
     method: str  # the name in the suite (a base method or a named variant)
     base: str  # the registered method that runs
@@ -45,12 +49,14 @@ class Job:
     # What the job asks to run in (bench.method.RUN_PRECISIONS; on a CPU it runs fp32). In the key:
     # fp16, amp and fp32 give different numbers, so they are different jobs.
     precision: str = "fp32"
+    encoder: Job | None = None  # composed: the mask job this one runs on (bench.runner.encoder_record)
 
     @property
     def key(self) -> dict:
-        return {"method": self.method, "base": self.base, "version": self.version, "dataset": self.dataset,
-                "shots": self.shots, "seed": self.seed, "backbone": self.backbone, "params": self.params,
-                "protocol": self.protocol, "precision": self.precision}
+        key = {"method": self.method, "base": self.base, "version": self.version, "dataset": self.dataset,
+               "shots": self.shots, "seed": self.seed, "backbone": self.backbone, "params": self.params,
+               "protocol": self.protocol, "precision": self.precision}
+        return key if self.encoder is None else {**key, "encoder": self.encoder.key}
 
     @property
     def id(self) -> str:
@@ -154,16 +160,20 @@ def job_for(suite: Suite, method: str, dataset: str, shots: int, seed: int, back
     """The job the suite's current config resolves to for one cell and backbone identity (a dict as in
     record["backbone"]); None for a method name the suite does not know. Datasets and shot counts
     outside the suite's lists are allowed: a report may ask about records of an older config.
-    A shot-independent method maps every (shots, seed) to its one ANY/ANY job."""
+    A shot-independent method maps every (shots, seed) to its one ANY/ANY job, unless it is composed
+    on an encoder that depends on them (zero-shot CLIP on a cell's masks is a job per cell)."""
     if method not in method_names(suite):
         return None
     base = _base(suite, method)
     cls = METHODS.get(base)
-    if not cls.uses_fewshot:
+    entry = suite.method_entries.get(method)
+    encoder = job_for(suite, entry.encoder, dataset, shots, seed, backbone) if entry and entry.encoder else None
+    if not cls.uses_fewshot and (encoder is None or encoder.shots == ANY):
         shots, seed = ANY, ANY
     _, params = resolve_params(suite, method, dataset, shots)
     return Job(method, base, cls.version, dataset, shots, seed, backbone, params, suite.protocol,
-               timeout_s=method_timeout_s(suite, method), precision=job_precision(cls, suite.precision))
+               timeout_s=method_timeout_s(suite, method), precision=job_precision(cls, suite.precision),
+               encoder=encoder)
 
 
 def expand(suite: Suite, methods=None, datasets=None, shots=None, seeds=None) -> list[Job]:

@@ -45,6 +45,7 @@ VIT_TARGETS = {"attn": ("attn.in_proj_weight", "attn.out_proj.weight"),
                "all_linear": ("attn.in_proj_weight", "attn.out_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")}
 RESNET_TARGETS = ("all_conv_attnpool", "conv1_attnpool", "conv")
 RMT_TARGETS = "rmt"  # R-AMT's set for the architecture (resolve_targets)
+MASKS_ARTIFACT = "masks.npz"  # the artifact of a method with `produces_masks = True` (bench.method)
 POOL_WEIGHTS = tuple(f"attnpool.{p}_proj.weight" for p in "qkvc")
 
 
@@ -182,6 +183,25 @@ def masked_predictor(task, masks: dict[str, torch.Tensor]):
         return class_logits(encode(visual, apply_masks(visual, masks), images), text, scale)
 
     return predict
+
+
+def masked_model(model, masks: dict[str, torch.Tensor]):
+    """A CLIP whose image encoder is a masked copy of `model.visual` (W ⊙ mask, masks moved to its
+    device and dtype); the text tower and every other module are `model`'s own, shared, and `model`
+    itself is left untouched. For a feature method composed on a mask method's masks (bench.runner)."""
+    import copy
+
+    import torch
+
+    _check_masks(model.visual, masks)
+    visual = copy.deepcopy(model.visual)
+    params = dict(visual.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask.to(params[name].device, params[name].dtype))  # × 0/1: exact
+    clone = copy.copy(model)  # shallow: shares every submodule and parameter dict...
+    clone._modules = {**model._modules, "visual": visual}  # ...but its own module table
+    return clone
 
 
 def _check_masks(visual, masks) -> None:

@@ -10,6 +10,9 @@ tasks file or `--set` is read, so fit() never re-checks them), `inputs` and `use
 the grid then runs the method once per dataset (bench.jobs.Job with shots = seed = 0), not per cell.
 `precision` declares what the method's released code runs in on a GPU (see RUN_PRECISIONS); a suite's
 `precision = "official"` (the default) runs each method in its own, "amp" or "fp32" force one for all.
+`produces_masks = True` declares that fit() returns binary masks on the image encoder as the artifact
+bench.masking.MASKS_ARTIFACT (written by bench.masking.pack_masks): a feature method can then run on
+the encoder those masks make (tasks.toml `encoder = "NAME"`; bench.runner runs that composition).
 `fit(task, params)` trains on the few-shot split the engine hands over (bench.task.Task) and returns a
 Fitted. The engine owns seeding, device, precision, evaluation, timing and the result record.
 """
@@ -43,6 +46,7 @@ class Method:
     inputs: ClassVar[str] = "features"  # "features" | "images"
     uses_fewshot: ClassVar[bool] = True  # False: one job per dataset serves every shots × seed cell
     precision: ClassVar[str] = "fp32"  # the released code's precision on a GPU (RUN_PRECISIONS)
+    produces_masks: ClassVar[bool] = False  # True: Fitted.artifacts holds image-encoder masks (see above)
     Params: ClassVar[type]
 
     def fit(self, task, params) -> Fitted:  # pragma: no cover - interface

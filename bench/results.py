@@ -53,6 +53,7 @@ class RecordSchema(BaseModel):
     split: dict = {}
     git: dict = {}
     versions: dict = {}
+    encoder: dict | None = None  # a composed job's mask stage (job_fields; bench.runner adds the rest)
 
 
 def warn_damaged(path: Path, what: str, reason: str) -> None:
@@ -71,10 +72,15 @@ def cell_label(method: str, dataset: str, shots: int, seed: int) -> str:
 
 def job_fields(job, suite_name: str) -> dict:
     """The fields every record of `job` starts with: its key, as the runner and a crash record write it."""
-    return {"schema": SCHEMA_VERSION, "job_id": job.id, "suite": suite_name, "method": job.method,
-            "base_method": job.base, "method_version": job.version, "dataset": job.dataset,
-            "shots": job.shots, "seed": job.seed, "protocol": job.protocol, "backbone": job.backbone,
-            "params": job.params}
+    fields = {"schema": SCHEMA_VERSION, "job_id": job.id, "suite": suite_name, "method": job.method,
+              "base_method": job.base, "method_version": job.version, "dataset": job.dataset,
+              "shots": job.shots, "seed": job.seed, "protocol": job.protocol, "backbone": job.backbone,
+              "params": job.params}
+    encoder = getattr(job, "encoder", None)
+    if encoder is not None:  # a composed job: which mask job it runs on
+        fields["encoder"] = {"job_id": encoder.id, "method": encoder.method, "base_method": encoder.base,
+                             "method_version": encoder.version, "params": encoder.params}
+    return fields
 
 
 def now_iso() -> str:
@@ -151,6 +157,13 @@ def read_records(results_dir: Path, skipped: list | None = None) -> list[dict]:
         elif skipped is not None:
             skipped.append(path)
     return records
+
+
+def job_records(results_dir: Path, job) -> list[dict]:
+    """Every valid record of one job, newest first (file names sort by creation time)."""
+    folder = Path(results_dir) / "records" / job.method / job.dataset
+    records = (read_record(path) for path in sorted(folder.glob(f"{job.id}.*.json"), reverse=True))
+    return [record for record in records if record is not None]
 
 
 def latest_per_job(records: list[dict]) -> dict[str, dict]:

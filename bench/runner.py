@@ -1,10 +1,19 @@
 """Run one job: sample the few-shot split (none for a shot-independent job), fit the method, evaluate
 on the full test split, and write one immutable record (ok or failed). A Workspace keeps the backbone,
-splits and feature stores of a worker process warm across the jobs it runs."""
+splits and feature stores of a worker process warm across the jobs it runs.
+
+A composed job (Job.encoder: a feature method on a mask method's masks, tasks.toml `encoder`) runs in
+two stages. First the encoder job's newest ok record with its masks file is looked up in the results
+folder by job id; when there is none, the encoder job is fitted here, under its own claim, writing its
+own normal record (so later composed jobs and reports reuse it). Then the feature method trains and is
+evaluated on a masked copy of the image encoder (bench.masking.masked_model; the shared backbone is
+never modified), through a feature store keyed by the masks file's sha256. Its record carries the
+encoder stage (record["encoder"]), the masked percentages and the encoder's fit time."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import platform
@@ -26,9 +35,11 @@ from bench.data import FewShot, load_card, load_splits, sample_fewshot
 from bench.data.fewshot import fewshot_digest
 from bench.features import FeatureStore
 from bench.jobs import ANY, Job
+from bench.locks import LockKeeper
+from bench.masking import MASKS_ARTIFACT, load_masks, masked_model
 from bench.method import Fitted, run_precision
 from bench.registry import METHODS
-from bench.results import artifact_dir, job_fields, now_iso, write_record
+from bench.results import artifact_dir, job_fields, job_records, now_iso, write_record
 from bench.task import Task
 
 log = logging.getLogger(__name__)
@@ -88,6 +99,15 @@ class Workspace:
                     backbone=self.backbone_for(precision), device=self.device, precision=precision,
                     features=store, workers=self.workers)
 
+    def masked_task(self, task: Task, masks_path: Path, digest: str) -> Task:
+        """The task with its image encoder under the masks in `masks_path` (a masked copy, for this
+        job only) and a feature store of its own whose keys carry the masks' `digest`."""
+        backbone = dataclasses.replace(task.backbone, model=masked_model(task.backbone.model,
+                                                                         load_masks(masks_path)))
+        store = FeatureStore(backbone, task.splits, self.device, task.precision, self.workers,
+                             enabled=self.feature_cache, masks=digest)
+        return dataclasses.replace(task, backbone=backbone, features=store)
+
 
 def _no_draw() -> FewShot:
     """The few-shot split of a shot-independent job: nothing drawn (the sampler refuses 0 shots), with
@@ -95,15 +115,21 @@ def _no_draw() -> FewShot:
     return FewShot(train=[], val=[], digest=fewshot_digest([], [], "/"))
 
 
-def run_job(job: Job, workspace: Workspace) -> dict:
-    """Run a job and write its record. Exceptions become a failed record; the record is returned."""
+def run_job(job: Job, workspace: Workspace, log_file: str | None = None) -> dict:
+    """Run a job and write its record. Exceptions become a failed record; the record is returned.
+    `log_file`: where its output went, when not its own log (an encoder fitted inside a composed job)."""
     record = _base_record(job, workspace)
+    if log_file:
+        record["log"] = log_file
     started = time.perf_counter()
     try:
+        stage = encoder_record(job, workspace) if job.encoder is not None else None
         _seed_everything(job.seed)
         if workspace.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(workspace.device)
         task = workspace.task(job)
+        if stage is not None:
+            task = workspace.masked_task(task, stage["path"], stage["digest"])
         method = METHODS.get(job.base)()
         params = METHODS.get(job.base).Params(**job.params)
         fit_start = time.perf_counter()
@@ -112,6 +138,8 @@ def run_job(job: Job, workspace: Workspace) -> dict:
         top1 = evaluate(fitted, method.inputs, task)
         record.update(_success_fields(job, task, fitted, top1, workspace))
         record["timings"] = {"fit_s": eval_start - fit_start, "eval_s": time.perf_counter() - eval_start}
+        if stage is not None:
+            _add_encoder_stage(record, stage)
     except Exception as exc:  # a failing job is a record, and the grid goes on
         log.exception("job %s failed", job.label)
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
@@ -121,6 +149,71 @@ def run_job(job: Job, workspace: Workspace) -> dict:
     _save_artifacts(record, workspace.suite.results_dir)
     write_record(workspace.suite.results_dir, record)
     return record
+
+
+ENCODER_POLL_S = 5.0  # how often a composed job looks again at an encoder job claimed elsewhere
+
+
+def encoder_record(job: Job, workspace: Workspace) -> dict:
+    """The encoder stage of a composed job: {"record", "path" (its masks file), "digest" (the file's
+    sha256), "fitted_here"}. Reuses the encoder job's newest ok record whose masks file exists; with
+    none, claims the encoder job and fits it here (its own record, written as by any run), or, while
+    another worker or driver holds that claim, waits for it."""
+    encoder, results_dir = job.encoder, workspace.suite.results_dir
+    while True:
+        found = _reusable_masks(results_dir, encoder)
+        if found is not None:
+            return {**found, "fitted_here": False}
+        with LockKeeper() as keeper:
+            if keeper.claim(results_dir, encoder.id, where=_device_name(workspace.device), label=encoder.label):
+                found = _reusable_masks(results_dir, encoder)  # finished elsewhere since we looked
+                if found is not None:
+                    return {**found, "fitted_here": False}
+                log.info("composed job %s: fitting its encoder job %s (%s) first", job.label, encoder.label, encoder.id)
+                fitted = run_job(encoder, workspace, log_file=f"logs/{job.id}.log")
+                if fitted["status"] != "ok":
+                    raise RuntimeError(f"encoder job {encoder.label} ({encoder.id}) failed: {fitted['error']}")
+                found = _reusable_masks(results_dir, encoder)
+                if found is None:
+                    raise RuntimeError(f"encoder job {encoder.label} ({encoder.id}) saved no {MASKS_ARTIFACT}: "
+                                       f"its method must declare produces_masks only if it saves masks")
+                return {**found, "fitted_here": True}
+        log.info("composed job %s: encoder job %s is running elsewhere; waiting", job.label, encoder.label)
+        time.sleep(ENCODER_POLL_S)
+
+
+def _reusable_masks(results_dir: Path, encoder: Job) -> dict | None:
+    """{"record", "artifact", "path", "digest"} of the encoder job's newest ok record whose masks file
+    is there (a shared results folder may come without its artifacts/)."""
+    for record in job_records(results_dir, encoder):
+        if record["status"] != "ok":
+            continue
+        artifact = next((a for a in record.get("artifacts") or [] if Path(a).name == MASKS_ARTIFACT), None)
+        path = Path(results_dir) / artifact if artifact else None
+        if path is not None and path.is_file():
+            return {"record": record, "artifact": artifact, "path": path,
+                    "digest": hashlib.sha256(path.read_bytes()).hexdigest()}
+        log.warning("encoder record %s has no %s file; not reusable", record["job_id"], MASKS_ARTIFACT)
+    return None
+
+
+def _add_encoder_stage(record: dict, stage: dict) -> None:
+    """What a composed record says about its encoder stage: which record and masks, its masked
+    percentages (also as this record's metrics, so reports show them), its fit time (also in
+    timings.encoder_fit_s: a report's cost is both fits) and its size. The record's trainable_params
+    and state_bytes count both stages: the masks are needed to reproduce a prediction."""
+    encoder = stage["record"]
+    masked = {k: v for k, v in (encoder.get("metrics") or {}).items() if k.startswith("masked_")}
+    fit_s = (encoder.get("timings") or {}).get("fit_s")
+    sizes = {k: encoder.get(k) or 0 for k in ("trainable_params", "state_bytes")}
+    record["encoder"] = {**record.get("encoder", {}), "created_at": encoder["created_at"],
+                         "masks": stage["artifact"], "masks_sha256": stage["digest"],
+                         "fitted_here": stage["fitted_here"], "top1": (encoder.get("metrics") or {}).get("top1"),
+                         "metrics": masked, "fit_s": fit_s, **sizes}
+    record["metrics"].update(masked)
+    record["timings"]["encoder_fit_s"] = fit_s
+    for key, value in sizes.items():
+        record[key] = (record.get(key) or 0) + value
 
 
 @torch.no_grad()

@@ -112,7 +112,9 @@ def check_writable_folder(folder: Path, what: str, where: str) -> None:
 
 
 def by_dataset(jobs: list[Job]) -> list[Job]:
-    return sorted(jobs, key=lambda j: (str(j.backbone), j.dataset, j.method, j.shots, j.seed))
+    """Grouped by dataset; within one, composed jobs after the others, so a mask job in the same run
+    is fitted as itself before the composed jobs that reuse it (bench.runner.encoder_record)."""
+    return sorted(jobs, key=lambda j: (str(j.backbone), j.dataset, j.encoder is not None, j.method, j.shots, j.seed))
 
 
 @dataclass

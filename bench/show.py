@@ -121,6 +121,11 @@ def show_lines(results_dir: Path, job_id: str, records: list[tuple[Path, dict]])
     kv("method", f"{r.get('method')}" + (f" (variant of {base})" if base != r.get("method") else "")
        + f"  version {r.get('method_version')}")
     kv("dataset", f"{r.get('dataset')}  shots {shots}  seed {seed}")
+    encoder = r.get("encoder")
+    if isinstance(encoder, dict):  # a composed job: the mask job whose masks its encoder ran under
+        kv("encoder", f"{encoder.get('method')} job {str(encoder.get('job_id'))[:16]}"
+           + (f"  record {encoder['created_at']}" if encoder.get("created_at") else "")
+           + (" (fitted by this job)" if encoder.get("fitted_here") else ""))
     weights = resolved.get("weights_sha256")
     kv("backbone", f"{backbone.get('name') or backbone}"
        + (f"  weights {weights[:12]}" if weights else "")

@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.masking import (MaskScores, class_logits, encode, mask_metrics, mask_targets, masked_predictor,
-                           pack_masks, packed_bytes, resolve_targets)
+from bench.masking import (MASKS_ARTIFACT, MaskScores, class_logits, encode, mask_metrics, mask_targets,
+                           masked_predictor, pack_masks, packed_bytes, resolve_targets)
 from bench.method import Fitted, Method
 from bench.registry import register_method
 from bench.train import cosine_lr, log_epoch, set_lr
@@ -90,6 +90,7 @@ class MaskTuning(Method):
     version = 2  # 2: ResNets mask R-AMT's set (every convolution + attention pool), not conv1 + pool
     inputs = "images"
     precision = "fp32"  # R-AMT's trainer casts CLIP to float (rmt inherits it)
+    produces_masks = True  # saves MASKS_ARTIFACT: feature methods can run on the masked encoder (rmt inherits it)
     Params = MaskTuningParams
 
     def fit(self, task, params) -> Fitted:
@@ -165,7 +166,7 @@ class MaskTuning(Method):
         return Fitted(predict=masked_predictor(task, masks),
                       trainable_params=sum(s.numel() for s in state.scores),
                       state_bytes=packed_bytes(masks), metrics=mask_metrics(masks, task.backbone.model),
-                      artifacts={"masks.npz": pack_masks(masks, params.threshold, meta)}, config=config)
+                      artifacts={MASKS_ARTIFACT: pack_masks(masks, params.threshold, meta)}, config=config)
 
     def extra_config(self, params) -> dict:
         return {}

@@ -59,10 +59,10 @@ def _row(r: RecordIn, folder: Path) -> dict:
         "method_version": r.method_version, "dataset": r.dataset, "shots": r.shots, "seed": r.seed,
         "backbone": backbone, "backbone_label": _backbone_label(r.backbone, weights), "weights": weights,
         "protocol": r.protocol, "params": json.dumps(r.params, sort_keys=True, default=str),
-        "config_hash": config_hash(r.method, r.method_version, r.params, r.backbone, r.protocol),
+        "config_hash": config_hash(r.method, r.method_version, r.params, r.backbone, r.protocol, r.encoder),
         "top1": float(r.metrics["top1"]), "masked_pct": _number(r.metrics.get(MASK_METRIC)),
         "validation": r.validation, "trainable_params": r.trainable_params, "state_bytes": r.state_bytes,
-        "fit_s": _number(r.timings.get("fit_s")), "peak_memory_bytes": r.peak_memory_bytes,
+        "fit_s": _fit_seconds(r.timings), "peak_memory_bytes": r.peak_memory_bytes,
         "split_digest": r.split.get("split_digest"), "fewshot_digest": r.split.get("fewshot_digest"),
         "test_items": r.split.get("test_items"), "git_sha": r.git.get("sha"), "git_dirty": r.git.get("dirty"),
         "bench_version": r.versions.get("bench"), "torch": r.versions.get("torch"),
@@ -70,10 +70,19 @@ def _row(r: RecordIn, folder: Path) -> dict:
     }
 
 
-def config_hash(method, version, params, backbone, protocol) -> str:
-    """Everything that defines a configuration except the cell (dataset, shots, seed)."""
-    return stable_id({"method": method, "version": version, "params": params, "backbone": backbone,
-                      "protocol": protocol})[:7]
+def config_hash(method, version, params, backbone, protocol, encoder: dict | None = None) -> str:
+    """Everything that defines a configuration except the cell (dataset, shots, seed); for a composed
+    record also its encoder's method, version and parameters (other records' hashes are unchanged)."""
+    config = {"method": method, "version": version, "params": params, "backbone": backbone, "protocol": protocol}
+    if encoder:
+        config["encoder"] = {k: encoder.get(k) for k in ("method", "method_version", "params")}
+    return stable_id(config)[:7]
+
+
+def _fit_seconds(timings: dict):
+    """The cost of the number: the fit, plus for a composed record its encoder's fit (reused or not)."""
+    fit, encoder = _number(timings.get("fit_s")), _number(timings.get("encoder_fit_s"))
+    return fit if fit is None or encoder is None else fit + encoder
 
 
 def _backbone_label(backbone: dict, weights: str | None) -> str:

@@ -89,7 +89,7 @@ def test_list_params_shows_default_type_range_and_help(tasks):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["list", "params"], "`bench list params` needs a method name (choose from: clip_adapter, coop"),
+    (["list", "params"], "`bench list params` needs a method name (choose from: clip_adapter, "),
     (["list", "params", "clip_adaptor"], "unknown method 'clip_adaptor' (did you mean 'clip_adapter'?)"),
 ])
 def test_list_params_mistakes(tasks, args, message):

@@ -27,6 +27,7 @@ class FakeJob:
     method: str = "fake"
     shots: int = 1
     timeout_s: float | None = None  # the executor kills the job after this long
+    encoder = None  # not a composed job (bench.jobs.Job.encoder)
 
     base = property(lambda self: self.method)
     version = 1
