@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import os
 from collections import OrderedDict
@@ -21,6 +22,8 @@ from bench.data import DatasetCard, DatasetSplits, FewShot
 from bench.data.cards import prompt_classname
 from bench.errors import BenchError
 from bench.data.transforms import load_image, test_transform, train_transform
+
+log = logging.getLogger(__name__)
 
 
 def derived_seed(*parts) -> int:
@@ -162,6 +165,36 @@ class Task:
                 rows.append(torch.nn.functional.normalize(emb, dim=-1))
             self._text_cache[key] = torch.stack(rows)
         return self._text_cache[key]
+
+    def search_features(self, search: bool, when_no_val: str, fallback: str):
+        """The features a method tunes its hyperparameters on, with the record's validation regime and
+        where they came from: (features [N, D] or None, regime, config entries). The few-shot val split;
+        without one (ImageNet), per `when_no_val`: "train_holdout" (train images outside the K-shot
+        draw, bench.data.holdout_val), "test" (the oracle, recorded oracle_test) or "fixed" (none).
+        `fallback` says in the warning what the method uses when there is nothing to search on."""
+        none = (None, "none", {"val_source": "none", "val_items": 0})
+        if not search:
+            return none
+        if len(self.fewshot.val):
+            return self.features.fewshot_val(self.fewshot), "fewshot_val", \
+                {"val_source": "fewshot_val", "val_items": len(self.fewshot.val)}
+        if when_no_val == "test":
+            return self.features.test(), "oracle_test", {"val_source": "test", "val_items": len(self.splits.test)}
+        if when_no_val == "fixed":
+            return none
+        from bench.cache import items_digest
+        from bench.data import holdout_val
+
+        items = holdout_val(self.splits, self.fewshot, self.shots, self.seed)
+        if not items:  # every train image went into the K-shot draw: nothing honest to search on
+            log.warning("%s has no train images outside the %d-shot draw; using %s", self.dataset, self.shots,
+                        fallback)
+            return none
+        # The store's cache key hashes the item list, so each (shots, seed) draw gets its own entry;
+        # the digest lets two records be checked for the same draw.
+        return self.features.encode("holdout_val", items), "fewshot_val", \
+            {"val_source": "train_holdout", "val_items": len(items),
+             "val_digest": items_digest(items, self.splits.image_root)}
 
     def zero_shot_logits(self, image_features: torch.Tensor) -> torch.Tensor:
         feats = torch.nn.functional.normalize(image_features.float(), dim=-1)

@@ -24,22 +24,15 @@ from the train images outside the K-shot draw, deterministic per (shots, seed); 
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 
-from bench.cache import items_digest
-from bench.data import holdout_val
 from bench.method import Fitted, Method
 from bench.registry import register_method
 
-log = logging.getLogger(__name__)
 SOLVERS = ("sklearn", "torch")
 COARSE_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
 NO_VAL_CHOICES = ("train_holdout", "test", "fixed")
-_NO_VAL = {"val_source": "none", "val_items": 0}
-
-
 @dataclass(frozen=True)
 class LinearProbeParams:
     search: bool = field(default=True, metadata={"help": "search C on the validation split (else use c)"})
@@ -158,7 +151,7 @@ class LinearProbe(Method):
             return fit_logreg(x_, y_, classes, c_value, params.max_iter, params.tol, params.history)
 
         x, y = (t.to(dev) for t in task.features.fewshot_train(task.fewshot, task.seed))
-        val, validation, val_info = self._validation(task, params)
+        val, validation, val_info = task.search_features(params.search, params.when_no_val, f"c = {params.c:g}")
         c, trace = params.c, []
         if val is not None:
             xv, yv = (t.to(dev) for t in val)
@@ -178,28 +171,6 @@ class LinearProbe(Method):
                       artifacts={"probe.safetensors": _save(w, b)},
                       config={"c": c, "solver": params.solver, **val_info, "c_search": [[cv, 100.0 * a] for cv, a in sorted(trace)]})
 
-    @staticmethod
-    def _validation(task, params):
-        """(features or None, validation regime for the record, config entries saying where C came from)."""
-        if not params.search:
-            return None, "none", _NO_VAL
-        if len(task.fewshot.val):
-            return task.features.fewshot_val(task.fewshot), "fewshot_val", \
-                {"val_source": "fewshot_val", "val_items": len(task.fewshot.val)}
-        if params.when_no_val == "test":
-            return task.features.test(), "oracle_test", {"val_source": "test", "val_items": len(task.splits.test)}
-        if params.when_no_val == "fixed":
-            return None, "none", _NO_VAL
-        items = holdout_val(task.splits, task.fewshot, task.shots, task.seed)
-        if not items:  # every train image went into the K-shot draw: nothing honest to search on
-            log.warning("linear_probe: %s has no train images outside the %d-shot draw; using c = %g",
-                        task.dataset, task.shots, params.c)
-            return None, "none", _NO_VAL
-        # The store's cache key hashes the item list, so each (shots, seed) draw gets its own entry;
-        # the digest lets two records be checked for the same draw.
-        return task.features.encode("holdout_val", items), "fewshot_val", \
-            {"val_source": "train_holdout", "val_items": len(items),
-             "val_digest": items_digest(items, task.splits.image_root)}
 
 
 def _save(w, b) -> bytes:

@@ -41,19 +41,14 @@ ImageNet: the official code ensembles 7 prompt templates there; bench uses the c
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 
 from bench.method import Fitted, Method
 from bench.registry import register_method
 
-log = logging.getLogger(__name__)
 NO_VAL_CHOICES = ("train_holdout", "test", "fixed")  # the linear probe's `when_no_val` choices
 SEARCH_ROWS = 2048  # validation rows per chunk of the search: bounds the [rows, keys] affinity matrix
-_NO_VAL = {"val_source": "none", "val_items": 0}
-
-
 @dataclass(frozen=True)
 class TipAdapterParams:
     augment_views: int = field(default=10, metadata={"help": "augmented views averaged into each cache key "
@@ -197,7 +192,7 @@ class TipAdapter(Method):
             first = params.augment_views
             config.update(epochs=params.epochs, train_views=[first, first + params.epochs - 1])
         alpha, beta, val_acc = params.init_alpha, params.init_beta, None
-        val, validation, val_info = self._validation(task, params)
+        val, validation, val_info = task.search_features(params.search, params.when_no_val, "init_alpha, init_beta")
         if val is not None:
             xv, yv = (t.to(dev) for t in val)
             beta, alpha, val_acc = search_alpha_beta(xv, yv, keys, values, text, scale,
@@ -221,30 +216,6 @@ class TipAdapter(Method):
                       artifacts={"cache.safetensors": _save(keys, labels)} if params.train_keys else {},
                       config={**config, "alpha": alpha, "beta": beta, **val_info})
 
-    @staticmethod
-    def _validation(task, params: TipAdapterParams):
-        """(features or None, validation regime, config entries saying where α, β came from): the
-        linear probe's rules (methods/linear_probe.py), with the same held-out draw and cache entry."""
-        if not params.search:
-            return None, "none", _NO_VAL
-        if len(task.fewshot.val):
-            return task.features.fewshot_val(task.fewshot), "fewshot_val", \
-                {"val_source": "fewshot_val", "val_items": len(task.fewshot.val)}
-        if params.when_no_val == "test":
-            return task.features.test(), "oracle_test", {"val_source": "test", "val_items": len(task.splits.test)}
-        if params.when_no_val == "fixed":
-            return None, "none", _NO_VAL
-        from bench.cache import items_digest
-        from bench.data import holdout_val
-
-        items = holdout_val(task.splits, task.fewshot, task.shots, task.seed)
-        if not items:  # every train image went into the K-shot draw: nothing honest to search on
-            log.warning("tip_adapter: %s has no train images outside the %d-shot draw; using init_alpha, "
-                        "init_beta", task.dataset, task.shots)
-            return None, "none", _NO_VAL
-        return task.features.encode("holdout_val", items), "fewshot_val", \
-            {"val_source": "train_holdout", "val_items": len(items),
-             "val_digest": items_digest(items, task.splits.image_root)}
 
 
 def _save(keys, labels) -> bytes:

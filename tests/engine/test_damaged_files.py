@@ -21,7 +21,7 @@ from bench.report import build, render
 from bench.results import latest_per_job, read_records
 from bench.scheduler import pending_jobs
 from bench.status import damaged_note, status_table
-from tests.conftest import REPO, copy_tasks_with_test_grid
+from tests.conftest import copy_tasks_with_test_grid
 from tests.engine.report_records import record, suite_at
 from tests.scheduler.helpers import claims_won_in_a_race
 
