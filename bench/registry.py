@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import logging
 import pkgutil
 from importlib.metadata import entry_points
 
@@ -13,7 +12,6 @@ from bench.errors import BenchError, unknown
 from bench.method import RUN_PRECISIONS, Method
 from bench.schema import check_identifier
 
-log = logging.getLogger(__name__)
 
 
 class Registry:
@@ -69,9 +67,10 @@ class Registry:
         for ep in entry_points(group="bench.methods"):
             try:
                 loaded = ep.load()
-            except Exception as exc:  # a broken plug-in must not take the suite down
-                log.warning("entry point %s failed to load: %s", ep.name, exc)
-                continue
+            except Exception as exc:  # as $BENCH_PLUGINS: a suite silently missing a method is worse than stopping
+                self._discovered = False
+                raise BenchError(f"the installed plug-in entry point bench.methods '{ep.name}' ({ep.value}) failed "
+                                 f"to load: {type(exc).__name__}: {exc}; fix or uninstall that package") from None
             if inspect.isclass(loaded) and issubclass(loaded, Method):
                 self.register(loaded)
             elif inspect.ismodule(loaded):

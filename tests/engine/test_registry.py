@@ -72,6 +72,21 @@ def test_entry_point_plugins_are_registered(monkeypatch):
     assert "plugin" in registry.names() and "zeroshot" in registry.names()
 
 
+def test_a_broken_entry_point_is_one_line_like_a_broken_bench_plugins_module(monkeypatch):
+    import bench.registry as reg
+
+    class BrokenEntryPoint:
+        name, value = "broken", "broken_pkg.methods"
+
+        def load(self):
+            raise RuntimeError("boom at import")
+
+    monkeypatch.setattr(reg, "entry_points", lambda group: [BrokenEntryPoint()] if group == "bench.methods" else [])
+    with pytest.raises(BenchError, match=r"entry point bench.methods 'broken' \(broken_pkg.methods\) failed to load: "
+                                         "RuntimeError: boom at import"):
+        Registry("method").names()
+
+
 def test_params_are_type_checked():
     assert build_params(Plugin, {"lr": 1}).lr == 1.0  # an int is a fine float
     with pytest.raises(BenchError, match="method 'plugin': parameter 'steps' must be an integer, got a string"):
