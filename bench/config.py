@@ -164,22 +164,20 @@ def load_config(tasks: Path | None = None) -> Config:
     from bench.data.cards import card_names
     from bench.registry import METHODS
 
-    return load(tasks, known_methods=METHODS.names(), known_datasets=card_names(),
-                params_of=lambda base: METHODS.get(base).Params, method_of=METHODS.get)
+    return load(tasks, known_methods=METHODS.names(), known_datasets=card_names(), method_of=METHODS.get)
 
 
-def load(path: Path | None = None, known_methods=None, known_datasets=None, params_of=None,
-         method_of=None) -> Config:
+def load(path: Path | None = None, known_methods=None, known_datasets=None, method_of=None) -> Config:
     """Parse and validate a tasks file. Names are checked against the given registries; with
-    `params_of(base method) → its Params dataclass`, so is every method parameter (bench.schema);
-    with `method_of(base method) → its class`, so is every `encoder` (_check_encoder)."""
+    `method_of(base method) → its class`, so is every method parameter (its Params, bench.schema) and
+    every `encoder` (_check_encoder)."""
     path = Path(path) if path else default_tasks_path()
     raw = check(_read(path), TOP_SPEC, str(path))
     for kind, table in (("backbone", "backbones"), ("method", "methods"), ("suite", "suites")):
         for name in raw.get(table, {}):
             check_identifier(kind, name, f"{path} [{table}.{name}]")
     backbones = {n: _backbone(n, t, f"{path} [backbones.{n}]") for n, t in raw.get("backbones", {}).items()}
-    entries = {n: _method_entry(n, t, path, known_methods, known_datasets, params_of)
+    entries = {n: _method_entry(n, t, path, known_methods, known_datasets, method_of)
                for n, t in raw.get("methods", {}).items()}
     for entry in entries.values():
         if entry.encoder and known_methods is not None:
@@ -217,9 +215,9 @@ def _backbone(name: str, table, where: str) -> BackboneSpec:
     return BackboneSpec(name=name, **fields)
 
 
-def _method_entry(name: str, table, path: Path, known_methods, known_datasets, params_of) -> MethodEntry:
+def _method_entry(name: str, table, path: Path, known_methods, known_datasets, method_of) -> MethodEntry:
     """[methods.NAME]: `base`, `when` and parameter overrides, each parameter checked against the
-    base method's declaration (type, range, choices) when `params_of` is given."""
+    base method's declaration (type, range, choices) when `method_of` is given."""
     where = f"{path} [methods.{name}]"
     if not isinstance(table, dict):
         raise BenchError(f"{where}: must be a table of parameter overrides, got {type_name(table)}")
@@ -227,7 +225,7 @@ def _method_entry(name: str, table, path: Path, known_methods, known_datasets, p
     base = head.get("base", name)
     if known_methods is not None and base not in known_methods:
         raise BenchError(f"{where}: {unknown('method', base, known_methods)}")
-    spec = params_spec(params_of(base)) if params_of else None
+    spec = params_spec(method_of(base).Params) if method_of else None
     params = {k: v for k, v in table.items() if k not in ENTRY_SPEC}
     if spec is not None:
         params = check(params, spec, where, noun="parameter")

@@ -18,7 +18,6 @@ logs one warning naming the folder and the reason, stops writing, and keeps comp
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -35,13 +34,12 @@ from bench import progress
 from bench.cache import cache_root, cache_summary, clear_cache, features_root, items_digest  # noqa: F401 (API)
 from bench.data.images import load_image
 from bench.data.transforms import test_transform, train_transform
+from bench.errors import UNWRITABLE  # write errors after which the job goes on uncached
 
 log = logging.getLogger(__name__)
 FEATURE_LAYER = "image_embedding"  # encode_image output: after the projection, not normalised
 FORMAT = 3  # bump when the file layout or the key changes (3: the precision joined the key)
 ENCODE_BATCH = 256
-# Write errors that mean "this cache cannot take files now": the job goes on uncached. Others propagate.
-UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 _warned_roots: set[str] = set()  # one warning per cache folder per process, not one per job
 
 

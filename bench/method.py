@@ -53,6 +53,13 @@ class Method:
         raise NotImplementedError
 
 
+def tensors_file(tensors: dict) -> bytes:
+    """A method's trained tensors as the bytes of one safetensors artifact (Fitted.artifacts)."""
+    from safetensors.torch import save
+
+    return save({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()})
+
+
 # What a job can run in. "fp32": everything fp32. "amp": fp16 autocast over the fp32 model, fp32 master
 # copies of trained values and dynamic loss scaling (fast, not any paper's setting). "fp16": CLIP's own
 # fp16 model (open_clip precision "fp16" = OpenAI's convert_weights: conv/linear/attention weights fp16,

@@ -159,11 +159,17 @@ def read_records(results_dir: Path, skipped: list | None = None) -> list[dict]:
     return records
 
 
-def job_records(results_dir: Path, job) -> list[dict]:
-    """Every valid record of one job, newest first (file names sort by creation time)."""
+def iter_job_records(results_dir: Path, job):
+    """Every valid record of one job, newest first (file names sort by creation time), read lazily:
+    a caller that wants only the newest (executors.base.latest_record) reads one file."""
     folder = Path(results_dir) / "records" / job.method / job.dataset
     records = (read_record(path) for path in sorted(folder.glob(f"{job.id}.*.json"), reverse=True))
-    return [record for record in records if record is not None]
+    return (record for record in records if record is not None)
+
+
+def job_records(results_dir: Path, job) -> list[dict]:
+    """Every valid record of one job, newest first."""
+    return list(iter_job_records(results_dir, job))
 
 
 def latest_per_job(records: list[dict]) -> dict[str, dict]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.method import Fitted, Method
+from bench.method import Fitted, Method, tensors_file
 from bench.registry import register_method
 from bench.train import SGDParams, coop_epochs, train_on_views
 
@@ -86,11 +86,5 @@ class ClipAdapter(Method):
         count = sum(p.numel() for p in adapter.parameters())
         return Fitted(predict=predict, trainable_params=count, state_bytes=count * 4,
                       metrics={"train_loss_last_epoch": losses[-1]},
-                      artifacts={"adapter.safetensors": _save(adapter)},
+                      artifacts={"adapter.safetensors": tensors_file(adapter.state_dict())},
                       config={"epochs": epochs, "hidden": adapter["down"].out_features})
-
-
-def _save(adapter) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.detach().cpu().contiguous() for k, v in adapter.state_dict().items()})

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.errors import BenchError
-from bench.method import Fitted, Method
+from bench.method import Fitted, Method, tensors_file
 from bench.registry import register_method
 from bench.train import SGDParams, autocast, coop_epochs, train_on_views
 
@@ -190,11 +190,5 @@ class CoOp(Method):
         ctx = learner.ctx.detach().cpu()
         return Fitted(predict=predict, trainable_params=ctx.numel(), state_bytes=ctx.numel() * ctx.element_size(),
                       metrics={"train_loss_last_epoch": losses[-1]},
-                      artifacts={"prompt_context.safetensors": _save(ctx)},
+                      artifacts={"prompt_context.safetensors": tensors_file({"ctx": ctx})},
                       config={"epochs": epochs, "n_ctx": ctx.shape[-2], "prompt_length": learner.fixed.shape[1]})
-
-
-def _save(ctx) -> bytes:
-    from safetensors.torch import save
-
-    return save({"ctx": ctx.contiguous()})

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.method import Fitted, Method
+from bench.method import Fitted, Method, tensors_file
 from bench.registry import register_method
 
 SOLVERS = ("sklearn", "torch")
@@ -168,12 +168,5 @@ class LinearProbe(Method):
         count = w.numel() + b.numel()
         return Fitted(predict=predict, trainable_params=count, state_bytes=count * 4, validation=validation,
                       metrics={"c": c, "train_accuracy": 100.0 * accuracy(w, b, x, y)},
-                      artifacts={"probe.safetensors": _save(w, b)},
+                      artifacts={"probe.safetensors": tensors_file({"weight": w.float(), "bias": b.float()})},
                       config={"c": c, "solver": params.solver, **val_info, "c_search": [[cv, 100.0 * a] for cv, a in sorted(trace)]})
-
-
-
-def _save(w, b) -> bytes:
-    from safetensors.torch import save
-
-    return save({"weight": w.float().cpu().contiguous(), "bias": b.float().cpu().contiguous()})

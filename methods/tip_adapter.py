@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.method import Fitted, Method
+from bench.method import Fitted, Method, tensors_file
 from bench.registry import register_method
 
 NO_VAL_CHOICES = ("train_holdout", "test", "fixed")  # the linear probe's `when_no_val` choices
@@ -213,12 +213,6 @@ class TipAdapter(Method):
         return Fitted(predict=predict, trainable_params=keys.numel() if params.train_keys else 0,
                       state_bytes=state, metrics=metrics, validation=validation,
                       # training-free keys are rebuilt from the feature cache; trained ones are saved
-                      artifacts={"cache.safetensors": _save(keys, labels)} if params.train_keys else {},
+                      artifacts={"cache.safetensors": tensors_file({"keys": keys, "labels": labels})}
+                      if params.train_keys else {},
                       config={**config, "alpha": alpha, "beta": beta, **val_info})
-
-
-
-def _save(keys, labels) -> bytes:
-    from safetensors.torch import save
-
-    return save({"keys": keys.detach().cpu().contiguous(), "labels": labels.cpu().contiguous()})

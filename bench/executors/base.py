@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from bench.errors import UNWRITABLE
-from bench.results import job_fields, now_iso, read_record, write_record
+from bench.results import iter_job_records, job_fields, now_iso, write_record
 
 log = logging.getLogger(__name__)
 DEFAULT_RUNNER = "bench.runner"  # a module with Workspace(suite, device, feature_cache) and run_job(job, ws)
@@ -52,14 +52,8 @@ class Executor(ABC):
 
 
 def latest_record(results_dir: Path, job) -> dict | None:
-    """The newest record of one job (file names sort by creation time)."""
-    folder = Path(results_dir) / "records" / job.method / job.dataset
-    paths = sorted(folder.glob(f"{job.id}.*.json"))
-    for path in reversed(paths):
-        record = read_record(path)
-        if record is not None:
-            return record
-    return None
+    """The newest valid record of one job."""
+    return next(iter_job_records(results_dir, job), None)
 
 
 @dataclass(frozen=True)

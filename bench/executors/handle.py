@@ -19,7 +19,7 @@ from bench.results import now_iso
 from bench.worker import PARENT_ENV, WorkerSpec, recv, send
 
 log = logging.getLogger(__name__)
-TERM_GRACE_S = 5.0  # a timed-out worker gets this long between SIGTERM and SIGKILL
+TERM_GRACE_S = 5.0  # a worker being ended (timeout, Ctrl-C) gets this long between SIGTERM and SIGKILL
 
 
 class WorkerDied(Exception):
@@ -105,7 +105,7 @@ class WorkerHandle:
                 watchdog.cancel()
                 watchdog.join()
 
-    def stop(self, kill: bool = False, grace_s: float = 5.0) -> None:
+    def stop(self, kill: bool = False, grace_s: float = TERM_GRACE_S) -> None:
         """Close stdin (the worker exits after its job) or, with kill, end it now."""
         with self._mutex:
             proc, self.proc = self.proc, None
@@ -113,16 +113,23 @@ class WorkerHandle:
         if proc is None:
             return
         try:
-            if kill:
-                proc.terminate()
             proc.stdin.close()
         except OSError:
             pass
-        try:
-            proc.wait(timeout=grace_s if kill else None)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if kill:
+            end_process(proc, grace_s)
+        else:
             proc.wait()
+
+
+def end_process(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after `grace_s`; returns once it is gone."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _watchdog(proc: subprocess.Popen, seconds: float | None, expired: threading.Event) -> threading.Timer | None:
@@ -134,12 +141,7 @@ def _watchdog(proc: subprocess.Popen, seconds: float | None, expired: threading.
 
     def expire():
         expired.set()
-        proc.terminate()
-        try:
-            proc.wait(timeout=TERM_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, TERM_GRACE_S)
 
     timer = threading.Timer(seconds, expire)
     timer.daemon = True

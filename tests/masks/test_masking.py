@@ -23,9 +23,9 @@ def tiny_vit(layers=3):
                              output_dim=16).eval().requires_grad_(False)
 
 
-def tiny_resnet():
+def tiny_resnet(image_size: int = 64, output_dim: int = 16):
     torch.manual_seed(0)
-    model = ModifiedResNet(layers=[1, 1, 1, 1], output_dim=16, heads=2, image_size=64, width=8)
+    model = ModifiedResNet(layers=[1, 1, 1, 1], output_dim=output_dim, heads=2, image_size=image_size, width=8)
     for module in model.modules():  # open_clip zero-inits bn3: give BN real statistics and scales
         if isinstance(module, torch.nn.BatchNorm2d):
             module.weight.data.uniform_(0.5, 1.5)

@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 import torch
-from open_clip.modified_resnet import ModifiedResNet
 
 from bench.backbone import weights_digest
 from bench.jobs import expand
@@ -14,6 +13,7 @@ from bench.report import build
 from bench.runner import run_job
 from methods.finetune import Finetune, FinetuneParams, budget
 from methods.mask_tuning import MaskTuningParams, schedule
+from tests.masks.test_masking import tiny_resnet
 from tests.methods.conftest import LEARN_DATASET
 
 
@@ -85,17 +85,6 @@ def test_cost_is_the_whole_image_encoder_and_the_report_shows_it(record, smoke_w
     cost = build(smoke_ws.suite).sections[0].cost
     row = cost[(cost["Method"] == "finetune") & (cost["Shots"] == "4")]
     assert len(row) == 1 and row["Task state"].iloc[0] == f"{out['state_bytes'] / 1000:.1f} kB"
-
-
-def tiny_resnet(image_size, output_dim):
-    torch.manual_seed(0)
-    model = ModifiedResNet(layers=[1, 1, 1, 1], output_dim=output_dim, heads=2, image_size=image_size, width=8)
-    for module in model.modules():  # open_clip zero-inits bn3: give BN real statistics and scales
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.weight.data.uniform_(0.5, 1.5)
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return model.eval().requires_grad_(False)
 
 
 def test_resnet_batchnorm_statistics_stay_frozen_while_its_weights_train(make_task):
