@@ -81,6 +81,9 @@ class Suite:
     # all. A CPU always runs fp32 (bench.method.run_precision).
     precision: str = "official"
     protocol: str = "fewshot"  # the evaluation protocol; part of every job key (PROTOCOLS lists the valid ones)
+    # domain_generalization / cross_dataset: source dataset → the datasets its fitted method is also
+    # evaluated on (from the suite's `targets`, see _targets). Empty for the other protocols.
+    targets: dict = field(default_factory=dict)
     cli_set: dict = field(default_factory=dict)  # method name -> {param: value} from `--set` (bench.jobs.with_cli_set)
     unresolved: str = ""  # why a path could not be expanded (an unset ${VAR}); raised when the suite is chosen
 
@@ -101,7 +104,12 @@ class Config:
         return self.suites[name]
 
 
-PROTOCOLS = ("fewshot",)  # implemented protocols; a new one (e.g. base-to-new) gets its own jobs and ids
+# fewshot: fit on K shots, test on the dataset's test split. base_to_new: fit on the base half of the
+# classes, test on base and on new classes. domain_generalization: fit on a source (ImageNet), test also
+# on its shifted variants (cards with domain_of = the source). cross_dataset: fit on a source, test also
+# on other datasets with their own class names. bench.protocols runs them; the job key holds the protocol.
+PROTOCOLS = ("fewshot", "base_to_new", "domain_generalization", "cross_dataset")
+TRANSFER = ("domain_generalization", "cross_dataset")  # the protocols that take `targets`
 PRECISIONS = ("official", "amp", "fp32")  # "official" = per method (bench.method.job_precision)
 TOP_SPEC = {"default_suite": Key(str), "backbones": Key(dict), "suites": Key(dict), "methods": Key(dict)}
 BACKBONE_SPEC = {**{k: Key(str) for k in ("model", "pretrained", "local_dir")},
@@ -121,7 +129,8 @@ def _suite_spec(backbones, known_datasets, known_methods) -> dict[str, Key]:
     return {"datasets": _names("dataset", known_datasets, required=True, nonempty=True), "shots": COUNTS,
             "seeds": COUNTS, "backbone": Key(str, required=True, choices=tuple(backbones), kind="backbone"),
             "data_root": Key(str), "results_dir": Key(str), "methods": _names("method", known_methods),
-            "precision": Key(str, choices=PRECISIONS), "protocol": Key(str, choices=PROTOCOLS, kind="protocol")}
+            "precision": Key(str, choices=PRECISIONS), "protocol": Key(str, choices=PROTOCOLS, kind="protocol"),
+            "targets": _names("dataset", known_datasets, nonempty=True)}
 
 
 def _when_spec(known_datasets) -> dict[str, Key]:
@@ -164,13 +173,22 @@ def load_config(tasks: Path | None = None) -> Config:
     from bench.data.cards import card_names
     from bench.registry import METHODS
 
-    return load(tasks, known_methods=METHODS.names(), known_datasets=card_names(), method_of=METHODS.get)
+    return load(tasks, known_methods=METHODS.names(), known_datasets=card_names(), method_of=METHODS.get,
+                domain_of=_domain_of)
 
 
-def load(path: Path | None = None, known_methods=None, known_datasets=None, method_of=None) -> Config:
+def _domain_of(dataset: str) -> str:
+    from bench.data.cards import load_card
+
+    return getattr(load_card(dataset), "domain_of", None) or ""
+
+
+def load(path: Path | None = None, known_methods=None, known_datasets=None, method_of=None,
+         domain_of=None) -> Config:
     """Parse and validate a tasks file. Names are checked against the given registries; with
     `method_of(base method) → its class`, so is every method parameter (its Params, bench.schema) and
-    every `encoder` (_check_encoder)."""
+    every `encoder` (_check_encoder); with `domain_of(dataset) → the dataset it is a shifted variant
+    of ("" if none)`, so are domain-generalization targets (_targets)."""
     path = Path(path) if path else default_tasks_path()
     raw = check(_read(path), TOP_SPEC, str(path))
     for kind, table in (("backbone", "backbones"), ("method", "methods"), ("suite", "suites")):
@@ -184,8 +202,8 @@ def load(path: Path | None = None, known_methods=None, known_datasets=None, meth
             _check_encoder(entry, entries, known_methods, method_of, f"{path} [methods.{entry.name}]")
     methods = None if known_methods is None else sorted(set(entries) | set(known_methods))
     spec = _suite_spec(backbones, known_datasets, methods)
-    suites = {n: _suite(n, check(t, spec, f"{path} [suites.{n}]"), backbones, entries, f"{path} [suites.{n}]")
-              for n, t in raw.get("suites", {}).items()}
+    suites = {n: _suite(n, check(t, spec, f"{path} [suites.{n}]"), backbones, entries, f"{path} [suites.{n}]",
+                        domain_of) for n, t in raw.get("suites", {}).items()}
     if not suites:
         raise BenchError(f"{path}: no [suites.NAME] table; declare at least one suite")
     default = raw.get("default_suite", next(iter(suites)))
@@ -269,7 +287,41 @@ def _override(table, where: str, known_datasets, spec) -> Override:
     return Override(tuple(fields.get("datasets", ())), tuple(fields.get("shots", ())), values)
 
 
-def _suite(name: str, table: dict, backbones: dict, entries: dict, where: str) -> Suite:
+def _targets(table: dict, where: str, domain_of) -> dict:
+    """source → targets of a transfer protocol. domain_generalization: each target is a shifted variant
+    of one source (its card's domain_of) and is evaluated on that source's jobs only; cross_dataset:
+    every source is evaluated on every target but itself. The other protocols take no targets."""
+    protocol, targets, sources = table.get("protocol", "fewshot"), table.get("targets", []), table["datasets"]
+    if protocol not in TRANSFER:
+        if targets:
+            raise BenchError(f"{where}: targets: only protocol = \"domain_generalization\" or \"cross_dataset\" "
+                             f"evaluates on other datasets (this suite's protocol is \"{protocol}\"); remove targets")
+        return {}
+    if not targets:
+        raise BenchError(f"{where}: protocol = \"{protocol}\" needs targets = [...], the datasets to evaluate on")
+    if protocol == "cross_dataset":
+        return _nonempty({source: tuple(t for t in targets if t != source) for source in sources}, where)
+    if domain_of is None:  # names unchecked (tests of the parser alone): every target on every source
+        return {source: tuple(targets) for source in sources}
+    for target in targets:
+        if domain_of(target) not in sources:
+            of = domain_of(target)
+            raise BenchError(f"{where}: targets: '{target}' is " + (f"a variant of '{of}', which is not in datasets"
+                             if of else "not a shifted variant of a dataset (its card has no domain_of)")
+                             + "; domain generalization evaluates a source's variants (use protocol = "
+                               "\"cross_dataset\" for other datasets)")
+    return _nonempty({source: tuple(t for t in targets if domain_of(t) == source) for source in sources}, where)
+
+
+def _nonempty(found: dict, where: str) -> dict:
+    empty = [source for source, targets in found.items() if not targets]
+    if empty:
+        raise BenchError(f"{where}: datasets: '{empty[0]}' has nothing to be evaluated on in targets (no other "
+                         "dataset, or none of its shifted variants); add one or drop it")
+    return found
+
+
+def _suite(name: str, table: dict, backbones: dict, entries: dict, where: str, domain_of=None) -> Suite:
     """A [suites.NAME] table already checked against _suite_spec."""
     paths, unresolved = {}, ""
     defaults = {"data_root": "${BENCH_DATA:-data}", "results_dir": f"results/{name}"}
@@ -282,6 +334,7 @@ def _suite(name: str, table: dict, backbones: dict, entries: dict, where: str) -
         name=name, datasets=tuple(table["datasets"]), shots=tuple(table["shots"]),
         seeds=tuple(table["seeds"]), backbone=backbones[table["backbone"]], **paths,
         methods=tuple(table.get("methods", ())), method_entries=entries,
-        precision=table.get("precision", "official"), protocol=table.get("protocol", "fewshot"), unresolved=unresolved,
+        precision=table.get("precision", "official"), protocol=table.get("protocol", "fewshot"),
+        targets=_targets(table, where, domain_of), unresolved=unresolved,
     )
 

@@ -50,12 +50,17 @@ class Job:
     # fp16, amp and fp32 give different numbers, so they are different jobs.
     precision: str = "fp32"
     encoder: Job | None = None  # composed: the mask job this one runs on (bench.runner.encoder_record)
+    # domain_generalization / cross_dataset: the datasets the fitted method is also evaluated on
+    # (Suite.targets of this job's dataset). In the key only when there are some: other ids unchanged.
+    targets: tuple[str, ...] = ()
 
     @property
     def key(self) -> dict:
         key = {"method": self.method, "base": self.base, "version": self.version, "dataset": self.dataset,
                "shots": self.shots, "seed": self.seed, "backbone": self.backbone, "params": self.params,
                "protocol": self.protocol, "precision": self.precision}
+        if self.targets:
+            key["targets"] = list(self.targets)
         return key if self.encoder is None else {**key, "encoder": self.encoder.key}
 
     @property
@@ -173,7 +178,7 @@ def job_for(suite: Suite, method: str, dataset: str, shots: int, seed: int, back
     _, params = resolve_params(suite, method, dataset, shots)
     return Job(method, base, cls.version, dataset, shots, seed, backbone, params, suite.protocol,
                timeout_s=method_timeout_s(suite, method), precision=job_precision(cls, suite.precision),
-               encoder=encoder)
+               encoder=encoder, targets=tuple(suite.targets.get(dataset, ())))
 
 
 def expand(suite: Suite, methods=None, datasets=None, shots=None, seeds=None) -> list[Job]:

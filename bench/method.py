@@ -38,6 +38,13 @@ class Fitted:
     validation: str = "none"  # none | fewshot_val | full_val | oracle_test
     artifacts: dict = field(default_factory=dict)  # file name → bytes, saved next to the record
     config: dict = field(default_factory=dict)  # resolved choices the method made (e.g. epochs)
+    # Other protocols (bench.protocols) evaluate the same fitted method on other classes: base-to-new's
+    # new classes, cross-dataset targets, the 200 classes of ImageNet-A/R. `for_classes(target_task)`
+    # returns a predict function over target_task's class names (same inputs as `predict`: features or
+    # images of the same, possibly masked, encoder). None: the predictor is tied to its training classes
+    # (a linear head, a cache of one-hot labels); `no_transfer` says why, and the report shows "n/a".
+    for_classes: Callable | None = None
+    no_transfer: str = ""
 
 
 class Method:

@@ -54,6 +54,8 @@ class RecordSchema(BaseModel):
     git: dict = {}
     versions: dict = {}
     encoder: dict | None = None  # a composed job's mask stage (job_fields; bench.runner adds the rest)
+    # other protocols: what the fitted method scored beyond its own test split (bench.protocols)
+    targets: dict = {}
 
 
 def warn_damaged(path: Path, what: str, reason: str) -> None:
@@ -76,6 +78,8 @@ def job_fields(job, suite_name: str) -> dict:
               "base_method": job.base, "method_version": job.version, "dataset": job.dataset,
               "shots": job.shots, "seed": job.seed, "protocol": job.protocol, "backbone": job.backbone,
               "params": job.params}
+    if getattr(job, "targets", ()):
+        fields["target_datasets"] = list(job.targets)
     encoder = getattr(job, "encoder", None)
     if encoder is not None:  # a composed job: which mask job it runs on
         fields["encoder"] = {"job_id": encoder.id, "method": encoder.method, "base_method": encoder.base,

@@ -32,12 +32,14 @@ from bench import __version__
 from bench.backbone import load_backbone
 from bench.config import Suite
 from bench.data import FewShot, load_card, load_splits, sample_fewshot
+from bench.data.base_to_new import subsample_fewshot, subsample_splits
 from bench.data.fewshot import fewshot_digest
 from bench.features import FeatureStore
 from bench.jobs import ANY, Job
 from bench.locks import LockKeeper
 from bench.masking import MASKS_ARTIFACT, load_masks, masked_model
 from bench.method import Fitted, run_precision
+from bench.protocols import evaluate_targets, protocol_metrics, retarget, source_subset
 from bench.registry import METHODS
 from bench.results import artifact_dir, job_fields, job_records, now_iso, write_record
 from bench.task import Task
@@ -79,25 +81,45 @@ class Workspace:
             self._half = dataclasses.replace(half, digest=self.backbone.digest)
         return self._half
 
-    def dataset(self, name: str, precision: str = "fp32"):
-        """(card, splits, feature store for `precision`) of one dataset."""
-        if name not in self._datasets:
-            card = load_card(name)
-            self._datasets[name] = (card, load_splits(card, self.suite.data_root))
-        card, splits = self._datasets[name]
-        if (name, precision) not in self._stores:
-            self._stores[(name, precision)] = FeatureStore(self.backbone_for(precision), splits, self.device,
-                                                           precision, self.workers, enabled=self.feature_cache)
-        return card, splits, self._stores[(name, precision)]
+    def dataset(self, name: str, precision: str = "fp32", subset: str = "all"):
+        """(card, splits, feature store for `precision`) of one dataset, or of a class subset of it
+        (base-to-new's "base" / "new": bench.data.base_to_new, relabelled, with its own split digest)."""
+        if (name, subset) not in self._datasets:
+            if (name, "all") not in self._datasets:
+                card = load_card(name)
+                self._datasets[(name, "all")] = (card, load_splits(card, self.suite.data_root))
+            card, splits = self._datasets[(name, "all")]
+            self._datasets[(name, subset)] = (card, splits if subset == "all" else subsample_splits(splits, subset))
+        card, splits = self._datasets[(name, subset)]
+        if (name, subset, precision) not in self._stores:
+            self._stores[(name, subset, precision)] = FeatureStore(
+                self.backbone_for(precision), splits, self.device, precision, self.workers, enabled=self.feature_cache)
+        return card, splits, self._stores[(name, subset, precision)]
 
     def task(self, job: Job) -> Task:
         precision = run_precision(job.precision, self.device)  # fp32 on a CPU, as asked on a GPU
-        card, splits, store = self.dataset(job.dataset, precision)
-        fewshot = _no_draw() if job.shots == ANY else sample_fewshot(splits, job.shots, job.seed,
-                                                                     draw_val=bool(splits.val))
+        subset = source_subset(job.protocol)
+        card, splits, store = self.dataset(job.dataset, precision, subset)
+        fewshot = _no_draw() if job.shots == ANY else self._draw(job, subset)
         return Task(card=card, splits=splits, fewshot=fewshot, shots=job.shots, seed=job.seed,
                     backbone=self.backbone_for(precision), device=self.device, precision=precision,
                     features=store, workers=self.workers)
+
+    def _draw(self, job: Job, subset: str) -> FewShot:
+        """The K-shot draw, always over ALL classes (then restricted to the subset: CoCoOp's order, so
+        the base images are the ones the all-class draw with this seed picks)."""
+        _, splits = self._datasets[(job.dataset, "all")]
+        draw = sample_fewshot(splits, job.shots, job.seed, draw_val=bool(splits.val))
+        return draw if subset == "all" else subsample_fewshot(draw, splits.num_classes, subset)
+
+    def target_task(self, task: Task, dataset: str, subset: str = "all") -> Task:
+        """`task`'s backbone (masked or not) and precision on another dataset or class subset, for the
+        extra evaluations of a protocol (bench.protocols); a masked encoder gets a store keyed by its masks."""
+        card, splits, store = self.dataset(dataset, task.precision, subset)
+        if task.features.masks:
+            store = FeatureStore(task.backbone, splits, self.device, task.precision, self.workers,
+                                 enabled=self.feature_cache, masks=task.features.masks)
+        return retarget(task, card, splits, store)
 
     def masked_task(self, task: Task, masks_path: Path, digest: str) -> Task:
         """The task with its image encoder under the masks in `masks_path` (a masked copy, for this
@@ -138,6 +160,11 @@ def run_job(job: Job, workspace: Workspace, log_file: str | None = None) -> dict
         top1 = evaluate(fitted, method.inputs, task)
         record.update(_success_fields(job, task, fitted, top1, workspace))
         record["timings"] = {"fit_s": eval_start - fit_start, "eval_s": time.perf_counter() - eval_start}
+        if job.protocol != "fewshot":  # the same fitted method on new classes or other datasets
+            targets_start = time.perf_counter()
+            record["targets"] = evaluate_targets(fitted, method.inputs, task, workspace, job)
+            record["metrics"].update(protocol_metrics(job, top1, record["targets"]))
+            record["timings"]["targets_eval_s"] = time.perf_counter() - targets_start
         if stage is not None:
             _add_encoder_stage(record, stage)
     except Exception as exc:  # a failing job is a record, and the grid goes on

@@ -64,7 +64,7 @@ def preflight(suite: Suite, jobs: list[Job], runner: str = DEFAULT_RUNNER) -> No
 
     if cache_root().is_file():  # a read-only or full cache only slows a run down (bench.features)
         raise BenchError(f"the cache folder {cache_root()} is a file; point BENCH_CACHE at a folder")
-    for name in sorted({job.dataset for job in jobs}):
+    for name in sorted({job.dataset for job in jobs} | {t for job in jobs for t in job.targets}):
         card = load_card(name)
         if card.synthetic:  # smoke datasets are generated on first use
             with unwritable_as_error(f"dataset {name}", suite.data_root, f"data_root of [suites.{suite.name}]"):

@@ -80,11 +80,16 @@ class ClipAdapter(Method):
                                 warmup_lr=params.warmup_lr, name=self.name)
         adapter.eval().requires_grad_(False)
 
-        def predict(image_features):
-            return adapted_logits(adapter, image_features.float(), text, params.ratio, scale)
+        def for_classes(target):  # the adapter acts on image features: any class names' text classifier fits
+            target_text = target.text_features()
+
+            def predict(image_features):
+                return adapted_logits(adapter, image_features.float(), target_text, params.ratio, target.logit_scale)
+
+            return predict
 
         count = sum(p.numel() for p in adapter.parameters())
-        return Fitted(predict=predict, trainable_params=count, state_bytes=count * 4,
+        return Fitted(predict=for_classes(task), for_classes=for_classes, trainable_params=count, state_bytes=count * 4,
                       metrics={"train_loss_last_epoch": losses[-1]},
                       artifacts={"adapter.safetensors": tensors_file(adapter.state_dict())},
                       config={"epochs": epochs, "hidden": adapter["down"].out_features})

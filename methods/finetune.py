@@ -79,13 +79,16 @@ class Finetune(Method):
 
     def fit(self, task, params) -> Fitted:
         visual, config = self.train_encoder(task, params)
-        text, scale = task.text_features(), task.logit_scale
+        def for_classes(target):  # the frozen zero-shot classifier of any class list on the tuned encoder
+            text, scale = target.text_features(), target.logit_scale
 
-        def predict(images):
-            return class_logits(visual(images), text, scale)
+            def predict(images):
+                return class_logits(visual(images), text, scale)
+
+            return predict
 
         weights = list(visual.parameters())
-        return Fitted(predict=predict, trainable_params=sum(p.numel() for p in weights),
+        return Fitted(predict=for_classes(task), for_classes=for_classes, trainable_params=sum(p.numel() for p in weights),
                       state_bytes=sum(p.numel() * p.element_size() for p in weights), config=config)
 
     def train_encoder(self, task, params):

@@ -167,6 +167,7 @@ class LinearProbe(Method):
 
         count = w.numel() + b.numel()
         return Fitted(predict=predict, trainable_params=count, state_bytes=count * 4, validation=validation,
+                      no_transfer="a linear head has one output per training class; it cannot name other classes",
                       metrics={"c": c, "train_accuracy": 100.0 * accuracy(w, b, x, y)},
                       artifacts={"probe.safetensors": tensors_file({"weight": w.float(), "bias": b.float()})},
                       config={"c": c, "solver": params.solver, **val_info, "c_search": [[cv, 100.0 * a] for cv, a in sorted(trace)]})

@@ -163,7 +163,7 @@ class MaskTuning(Method):
                 "backbone_sha256": task.backbone.digest}
         config = {**plan, "masked_tensors": state.names, "drop_last": len(task.fewshot.train) >= params.batch_size,
                   "last_epoch_loss": float(torch.stack(losses).mean()) if losses else None, **self.extra_config(params)}
-        return Fitted(predict=masked_predictor(task, masks),
+        return Fitted(predict=masked_predictor(task, masks), for_classes=lambda target: masked_predictor(target, masks),
                       trainable_params=sum(s.numel() for s in state.scores),
                       state_bytes=packed_bytes(masks), metrics=mask_metrics(masks, task.backbone.model),
                       artifacts={MASKS_ARTIFACT: pack_masks(masks, params.threshold, meta)}, config=config)

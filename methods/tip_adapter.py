@@ -211,6 +211,7 @@ class TipAdapter(Method):
         # come from; α, β are in the record
         state = keys.numel() * keys.element_size() + labels.numel() * labels.element_size()
         return Fitted(predict=predict, trainable_params=keys.numel() if params.train_keys else 0,
+                      no_transfer="the cache's values are one-hot labels of the training classes",
                       state_bytes=state, metrics=metrics, validation=validation,
                       # training-free keys are rebuilt from the feature cache; trained ones are saved
                       artifacts={"cache.safetensors": tensors_file({"keys": keys, "labels": labels})}

@@ -22,13 +22,15 @@ class ZeroShot(Method):
     Params = ZeroShotParams
 
     def fit(self, task, params: ZeroShotParams) -> Fitted:
-        templates = params.templates or task.templates
-        text = task.text_features(templates)
-        scale = task.logit_scale
+        def classifier(target):  # the same recipe for any class list (other protocols: for_classes)
+            text, scale = target.text_features(params.templates or target.templates), target.logit_scale
 
-        def predict(image_features):
-            import torch.nn.functional as F
+            def predict(image_features):
+                import torch.nn.functional as F
 
-            return scale * F.normalize(image_features.float(), dim=-1) @ text.t()
+                return scale * F.normalize(image_features.float(), dim=-1) @ text.t()
 
-        return Fitted(predict=predict, config={"templates": list(templates)})
+            return predict
+
+        return Fitted(predict=classifier(task), for_classes=classifier,
+                      config={"templates": list(params.templates or task.templates)})

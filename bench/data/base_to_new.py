@@ -37,7 +37,8 @@ def subsample_splits(splits: DatasetSplits, subset: str) -> DatasetSplits:
     relabel = {old: new for new, old in enumerate(keep)}
     digest = splits.split_digest if subset == "all" else \
         hashlib.sha256(f"{splits.split_digest}:{subset}".encode()).hexdigest()
-    return replace(splits, classnames=[splits.classnames[i] for i in keep],
+    ids = tuple(splits.class_ids[i] for i in keep) if splits.class_ids else ()
+    return replace(splits, classnames=[splits.classnames[i] for i in keep], class_ids=ids,
                    train=_restrict(splits.train, relabel), val=_restrict(splits.val, relabel),
                    test=_restrict(splits.test, relabel), split_digest=digest)
 

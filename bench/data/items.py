@@ -32,6 +32,14 @@ class DatasetSplits:
     test: list[Item]
     split_digest: str
     image_root: str = ""
+    # Stable identities of the classes, in label order (ImageNet and its variants: wnids; otherwise
+    # empty = the classnames). Domain generalization matches a target's classes to the source's by
+    # these, e.g. ImageNet-A's 200 wnids to columns of a 1000-way head.
+    class_ids: tuple[str, ...] = ()
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.class_ids or tuple(self.classnames)
 
     @property
     def num_classes(self) -> int:

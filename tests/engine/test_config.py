@@ -40,8 +40,13 @@ def test_repo_tasks_file_declares_the_protocol(smoke_config):
     (('builtin = "smoke"', 'builtin = "smoke"\nmodel = "RN50"'), "exactly one of"),
     (('backbone = "b"', 'backbone = "b"\nprotocol = "fewshto"'),
      "[suites.s]: unknown protocol 'fewshto' (did you mean 'fewshot'?)"),
-    (('backbone = "b"', 'backbone = "b"\nprotocol = "base_to_new"'),
-     "[suites.s]: unknown protocol 'base_to_new' (choose from: fewshot)"),
+    (('backbone = "b"', 'backbone = "b"\nprotocol = "base2new"'),
+     "[suites.s]: unknown protocol 'base2new' (did you mean 'base_to_new'?)"),
+    (('backbone = "b"', 'backbone = "b"\nprotocol = "cross_dataset"'),
+     '[suites.s]: protocol = "cross_dataset" needs targets = [...], the datasets to evaluate on'),
+    (('backbone = "b"', 'backbone = "b"\ntargets = ["eurosat"]'),
+     '[suites.s]: targets: only protocol = "domain_generalization" or "cross_dataset" evaluates on other '
+     'datasets (this suite\'s protocol is "fewshot"); remove targets'),
     (('backbone = "b"', 'backbone = "b"\nprotocol = 1'), "'protocol' must be a str"),
     (('backbone = "b"', 'backbone = "b"\nprotocl = "fewshot"'), "unknown key 'protocl' (did you mean 'protocol'?)"),
 ])
@@ -49,6 +54,43 @@ def test_mistakes_are_one_clear_line(tmp_path, edit, message):
     with pytest.raises(BenchError) as info:
         load_text(tmp_path, BASE.replace(*edit))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+DG = BASE.replace('backbone = "b"', 'backbone = "b"\nprotocol = "domain_generalization"')
+
+
+def load_dg(tmp_path, targets, domains):
+    path = tmp_path / "tasks.toml"
+    path.write_text(DG.replace('datasets = ["dtd"]', f'datasets = ["dtd"]\ntargets = {targets}'))
+    return config.load(path, known_methods=["zeroshot"], known_datasets=["dtd", "dtd_v2", "dtd_r", "eurosat"],
+                       domain_of=lambda name: domains.get(name, ""))
+
+
+def test_domain_generalization_targets_are_the_sources_variants(tmp_path):
+    suite = load_dg(tmp_path, '["dtd_v2", "dtd_r"]', {"dtd_v2": "dtd", "dtd_r": "dtd"}).suite("s")
+    assert suite.targets == {"dtd": ("dtd_v2", "dtd_r")}
+
+
+@pytest.mark.parametrize("targets, domains, message", [
+    ('["eurosat"]', {}, "targets: 'eurosat' is not a shifted variant of a dataset (its card has no domain_of)"),
+    ('["dtd_v2"]', {"dtd_v2": "eurosat"}, "targets: 'dtd_v2' is a variant of 'eurosat', which is not in datasets"),
+])
+def test_domain_generalization_refuses_unrelated_targets(tmp_path, targets, domains, message):
+    with pytest.raises(BenchError) as info:
+        load_dg(tmp_path, targets, domains)
+    assert message in str(info.value) and "cross_dataset" in str(info.value)
+
+
+def test_cross_dataset_targets_skip_the_source(tmp_path):
+    text = BASE.replace('datasets = ["dtd"]', 'datasets = ["dtd", "eurosat"]\ntargets = ["dtd", "eurosat"]\n'
+                        'protocol = "cross_dataset"')
+    assert load_text(tmp_path, text).suite("s").targets == {"dtd": ("eurosat",), "eurosat": ("dtd",)}
+
+
+def test_a_source_needs_something_to_transfer_to(tmp_path):
+    text = BASE.replace('datasets = ["dtd"]', 'datasets = ["dtd"]\ntargets = ["dtd"]\nprotocol = "cross_dataset"')
+    with pytest.raises(BenchError, match="'dtd' has nothing to be evaluated on in targets"):
+        load_text(tmp_path, text)
 
 
 def test_protocol_defaults_to_fewshot(tmp_path, smoke_config):
