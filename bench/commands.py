@@ -175,7 +175,10 @@ def report_command(cfg, *, suite=None, results=None, out=None, fmt="md", all_con
             if fmt == "csv":
                 written.append(out.with_suffix(".summary.csv"))
                 written[-1].write_text(summary_csv(report))
-        if plots:
+        if plots and report.protocol != "fewshot":
+            print(f"--plots: the figures plot accuracy against shots; protocol {report.protocol} has none",
+                  file=sys.stderr)
+        elif plots:
             from bench.report.plots import write_plots
 
             for section in report.sections:

@@ -29,6 +29,7 @@ class Section:
     """Everything reported for one backbone."""
 
     backbone: str
+    protocol_tables: dict = field(default_factory=dict)  # title → DataFrame (protocols beyond few-shot)
     shot_tables: dict = field(default_factory=dict)  # shots → DataFrame
     leaderboard: pd.DataFrame = field(default_factory=pd.DataFrame)
     published: pd.DataFrame = field(default_factory=pd.DataFrame)  # the papers' averages (--compare published)
@@ -47,6 +48,7 @@ class Report:
     records: pd.DataFrame  # the record rows behind the tables
     summary: pd.DataFrame  # measured cells (+ published ones with --compare published)
     legend: dict = field(default_factory=dict)  # method@hash → how it differs from the suite's configuration
+    protocol: str = "fewshot"  # the suite's; other protocols have their own tables (bench.report.transfer)
 
 
 def build(suite, results_dirs: list[Path] | None = None, all_configs: bool = False, compare: str | None = None,
@@ -64,6 +66,9 @@ def build(suite, results_dirs: list[Path] | None = None, all_configs: bool = Fal
     usable = frame[frame["in_grid"] & ~frame["stale"]] if not frame.empty else frame
     shown = usable if all_configs else usable[usable["current"]]
     datasets, shots = list(suite.datasets), list(suite.shots)
+    if suite.protocol != "fewshot":
+        return _protocol_report(suite, dirs, frame, usable, shown, stale, loaded.unreadable, all_configs,
+                                compare, include_oracle, methods)
     summary = summarize(shown, shots, len(suite.seeds))
     # The leaderboard ranks without test-tuned records unless asked: only then is it another summary.
     board_summary = summary if include_oracle else summarize(shown[~shown["oracle"]], shots, len(suite.seeds))
@@ -83,6 +88,56 @@ def build(suite, results_dirs: list[Path] | None = None, all_configs: bool = Fal
     full = pd.concat([summary, *published_parts], ignore_index=True) if published_parts else summary
     return Report(suite.name, datasets, shots, header, sections, footnotes, shown, full,
                   _legend(shown, suite) if all_configs else {})
+
+
+def _protocol_report(suite, dirs, frame, usable, shown, stale, unreadable, all_configs, compare, include_oracle,
+                     methods) -> Report:
+    """base_to_new / domain_generalization / cross_dataset: a table per shot count (and per source),
+    the n/a reasons, the cost table; paper rows with --compare published."""
+    from bench.report.published import published_protocol
+    from bench.report.transfer import base_to_new_table, na_notes, part_cells, transfer_table
+
+    if not include_oracle:  # these tables rank rows: test-tuned records stay out unless asked for
+        shown = shown[~shown["oracle"]]
+    cells = part_cells(shown, len(suite.seeds))
+    sections = []
+    for label in sorted(set(cells["backbone"])):
+        section, mine = Section(label), cells[cells["backbone"] == label]
+        backbone = json.loads(shown[shown["backbone_label"] == label]["backbone"].iloc[0])
+        for k in sorted({k for k in mine["shots"] if k} or {0}):
+            rows = mine[mine["shots"].isin([k, 0])].assign(shots=k)  # zero-shot's one run joins every shot table
+            paper = published_protocol(backbone, suite.protocol, k, methods) if compare else None
+            what = f"{k}-shot" if k else "any-shot"
+            if suite.protocol == "base_to_new":
+                section.protocol_tables[f"Base-to-new, {what}: Base / New / H (%)"] = \
+                    base_to_new_table(rows, k, list(suite.datasets), paper)
+            for source in (suite.datasets if suite.protocol != "base_to_new" else ()):
+                title = PROTOCOL_TITLES[suite.protocol]
+                section.protocol_tables[f"{title}, {what}: {source} → targets (%)"] = \
+                    transfer_table(rows, k, source, list(suite.targets.get(source, ())), paper)
+        section.notes += na_notes(mine)
+        section.cost = cost_table(shown[shown["backbone_label"] == label])
+        sections.append(section)
+    footnotes = _footnotes(frame, usable, shown, all_configs, stale, unreadable, include_oracle)
+    footnotes[0] = PROTOCOL_NOTES[suite.protocol]
+    header = header_lines(suite.name, shown, len(frame))
+    header.insert(1, f"Protocol: {suite.protocol}")
+    return Report(suite.name, list(suite.datasets), list(suite.shots), header, sections, footnotes, shown, cells,
+                  _legend(shown, suite) if all_configs else {}, protocol=suite.protocol)
+
+
+PROTOCOL_TITLES = {"domain_generalization": "Domain generalization", "cross_dataset": "Cross-dataset transfer"}
+PROTOCOL_NOTES = {
+    "base_to_new": "Cells: top-1 % on the test images of the base classes (Base, the classes trained on) and of "
+                   "the new classes with their names (New), mean ± std over seeds (ddof=0); H = 2·Base·New / "
+                   "(Base + New) of the means; the average row's H is that of the average Base and New.",
+    "domain_generalization": "Cells: top-1 % of one fitted method on the source's test split and on each shifted "
+                             "variant (among the variant's classes), mean ± std over seeds (ddof=0); Target avg = "
+                             "mean over the targets.",
+    "cross_dataset": "Cells: top-1 % of one fitted method on the source's test split and on each other dataset "
+                     "with that dataset's class names, mean ± std over seeds (ddof=0); Target avg = mean over "
+                     "the targets.",
+}
 
 
 def render(report: Report, fmt: str = "md") -> str:

@@ -12,10 +12,10 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: protocol, and cells of the protocols beyond few-shot (part, na)
 RECORD_COLUMNS = ["job_id", "row", "method", "method_version", "dataset", "shots", "seed", "top1", "validation",
                   "masked_pct", "trainable_params", "state_bytes", "fit_s", "peak_memory_bytes", "backbone_label",
-                  "weights", "protocol", "params", "split_digest", "fewshot_digest", "git_sha", "git_dirty",
+                  "weights", "protocol", "targets", "params", "split_digest", "fewshot_digest", "git_sha", "git_dirty",
                   "bench_version", "torch", "open_clip", "created_at", "results_dir"]
 
 
@@ -39,7 +39,8 @@ def to_md(report) -> str:
 
 def section_tables(section) -> list[tuple[str, pd.DataFrame]]:
     """(title, table) in reading order; shared by every format so they always show the same tables."""
-    out = [(f"{k}-shot top-1 accuracy (%)", table) for k, table in section.shot_tables.items()]
+    out = [(title, table) for title, table in section.protocol_tables.items() if not table.empty]
+    out += [(f"{k}-shot top-1 accuracy (%)", table) for k, table in section.shot_tables.items()]
     if not section.leaderboard.empty:
         out.append(("Leaderboard (average over datasets, %)", section.leaderboard))
     if not section.published.empty:
@@ -78,7 +79,7 @@ class CellJSON(BaseModel):
     method: str
     dataset: str  # "Average" for a paper's 11-dataset average
     shots: int
-    mean: float
+    mean: float | None  # None: n/a (see na)
     std: float | None
     n: int | None
     expected_n: int | None
@@ -86,6 +87,10 @@ class CellJSON(BaseModel):
     oracle: bool
     masked_pct: float | None
     source: Literal["measured", "published"]
+    # protocols beyond few-shot: which number of the record ("source": its own test split; "new"; a
+    # target dataset) and, when none of the cell's records has one, why ("n/a" in the tables)
+    part: str | None = None
+    na: str | None = None
 
 
 class RecordJSON(BaseModel):
@@ -102,8 +107,9 @@ class RecordJSON(BaseModel):
 
 
 class ReportJSON(BaseModel):
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     suite: str
+    protocol: str
     datasets: list[str]
     shots: list[int]
     header: list[str]
@@ -118,7 +124,7 @@ def to_json(report) -> str:
     sections = [SectionJSON(backbone=s.backbone, notes=s.notes,
                             tables=[_table_json(title, t) for title, t in section_tables(s)])
                 for s in report.sections]
-    doc = ReportJSON(schema_version=SCHEMA_VERSION, suite=report.suite, datasets=report.datasets,
+    doc = ReportJSON(schema_version=SCHEMA_VERSION, suite=report.suite, protocol=report.protocol, datasets=report.datasets,
                      shots=report.shots, header=report.header, footnotes=report.footnotes, legend=report.legend,
                      sections=sections, cells=[CellJSON(**_clean(c)) for c in report.summary.to_dict("records")],
                      records=[RecordJSON(**_clean(r)) for r in report.records.to_dict("records")])
@@ -163,6 +169,7 @@ def to_latex(report) -> str:
     for section in report.sections:
         for title, table in section_tables(section):
             parts.append(latex_table(f"{section.backbone}: {title}", table))
+        parts += ["% " + latex_escape(note) for note in section.notes]
     parts += ["% " + latex_escape(note) for note in report.footnotes]
     return "\n".join(parts) + "\n"
 
@@ -176,7 +183,10 @@ def to_html(report) -> str:
     for section in report.sections:
         prefix = f"{section.backbone}: " if len(report.sections) > 1 else ""
         sections += [(prefix + title, table) for title, table in section_tables(section)]
+        if report.protocol != "fewshot":  # the figures plot accuracy against shots
+            continue
         part = report.summary[report.summary["backbone"] == section.backbone]
         figures.update({prefix + name: svg for name, svg in figure_svgs(part, report.datasets, report.shots).items()})
-    notes = report.footnotes + [f"{k}: {v}" for k, v in report.legend.items()]
+    notes = [n for s in report.sections for n in s.notes] + report.footnotes + \
+        [f"{k}: {v}" for k, v in report.legend.items()]
     return render_html(f"bench report: suite {report.suite}", report.header, sections, figures, notes)

@@ -31,6 +31,11 @@ class PublishedEntry(BaseModel):
     shot_independent: bool = False
     average: dict[str, float] = Field(default_factory=dict)  # shots ("any" when shot-independent) → %
     per_dataset: dict[str, dict[str, float]] = Field(default_factory=dict)  # shots → dataset → %
+    # Other protocols (16 shots in every paper): base_to_new: cells = dataset or "average" → {base, new,
+    # H}; domain_generalization / cross_dataset: cells = dataset (source and targets) or "target_average" → %
+    protocol: Literal["fewshot", "base_to_new", "domain_generalization", "cross_dataset"] = "fewshot"
+    shots: int = 16
+    cells: dict[str, dict[str, float] | float] = Field(default_factory=dict)
 
     def regime(self) -> str:
         if self.validation_imagenet and self.validation_imagenet != self.validation:
@@ -60,7 +65,7 @@ def published_frame(backbone: dict, shots: list[int], datasets: list[str], metho
     key = backbone_key(backbone)
     rows = []
     for entry in load_published():
-        if entry.backbone != key or (methods is not None and entry.method not in methods):
+        if entry.backbone != key or entry.protocol != "fewshot" or (methods is not None and entry.method not in methods):
             continue
         for k in shots:
             at = "any" if entry.shot_independent else str(k)
@@ -73,3 +78,11 @@ def published_frame(backbone: dict, shots: list[int], datasets: list[str], metho
                              "oracle": "oracle_test" in entry.regime()})
     return pd.DataFrame(rows, columns=["method", "dataset", "shots", "mean", "validation", "source",
                                        "paper_source", "oracle"])
+
+
+def published_protocol(backbone: dict, protocol: str, shots: int, methods=None) -> list[PublishedEntry]:
+    """The papers' entries of one protocol (base_to_new, domain_generalization, cross_dataset) for a
+    backbone and shot count; the transfer tables show them as "(paper)" rows."""
+    key = backbone_key(backbone)
+    return [e for e in load_published() if e.backbone == key and e.protocol == protocol and e.shots == shots
+            and (methods is None or e.method in methods)]

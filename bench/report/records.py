@@ -46,7 +46,7 @@ def load_records(results_dirs: list[Path], suite) -> Loaded:
 
 
 COLUMNS = ["job_id", "method", "base_method", "method_version", "dataset", "shots", "seed", "backbone",
-           "backbone_label", "weights", "protocol", "params", "config_hash", "top1", "masked_pct", "validation",
+           "backbone_label", "weights", "protocol", "targets", "params", "config_hash", "top1", "masked_pct", "validation",
            "trainable_params", "state_bytes", "fit_s", "peak_memory_bytes", "split_digest", "fewshot_digest",
            "test_items", "git_sha", "git_dirty", "bench_version", "torch", "open_clip", "created_at", "results_dir"]
 
@@ -59,6 +59,7 @@ def _row(r: RecordIn, folder: Path) -> dict:
         "method_version": r.method_version, "dataset": r.dataset, "shots": r.shots, "seed": r.seed,
         "backbone": backbone, "backbone_label": _backbone_label(r.backbone, weights), "weights": weights,
         "protocol": r.protocol, "params": json.dumps(r.params, sort_keys=True, default=str),
+        "targets": json.dumps(r.targets or {}, sort_keys=True),
         "config_hash": config_hash(r.method, r.method_version, r.params, r.backbone, r.protocol, r.encoder),
         "top1": float(r.metrics["top1"]), "masked_pct": _number(r.metrics.get(MASK_METRIC)),
         "validation": r.validation, "trainable_params": r.trainable_params, "state_bytes": r.state_bytes,

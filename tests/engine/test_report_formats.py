@@ -48,7 +48,7 @@ def test_csv_is_the_long_form_and_the_summary_is_separate(report):
 
 def test_json_matches_its_documented_schema(report):
     doc = ReportJSON.model_validate_json(render(report, "json"))
-    assert doc.schema_version == 1 and doc.suite == "smoke" and len(doc.records) == 9
+    assert doc.schema_version == 2 and doc.suite == "smoke" and len(doc.records) == 9
     titles = [t.title for t in doc.sections[0].tables]
     assert titles[0] == "1-shot top-1 accuracy (%)" and "Leaderboard (average over datasets, %)" in titles
     zs = [c for c in doc.cells if c.method == "zeroshot"]
