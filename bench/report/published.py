@@ -26,6 +26,8 @@ class PublishedEntry(BaseModel):
     label: str
     backbone: str  # "<open_clip model without -quickgelu>/<pretrained tag>", e.g. ViT-B-16/openai
     source: str
+    cross_check: str = ""  # a second source the numbers were compared with
+    notes: str = ""  # discrepancies between sources, and what was chosen
     validation: Regime
     validation_imagenet: Regime | None = None
     shot_independent: bool = False

@@ -186,3 +186,22 @@ def test_class_names_beat_columns():
 def test_harmonic_mean():
     assert harmonic(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140) == report_harmonic(80.0, 60.0)
     assert harmonic(0.0, 0.0) == 0.0 and math.isnan(report_harmonic(70.0, math.nan))
+
+
+def test_published_rows_of_the_protocols():
+    """CoCoOp's averages as "(paper)" rows, never ranked with measured ones."""
+    from bench.report.published import published_protocol
+    from bench.report.transfer import PART_COLUMNS, base_to_new_table, transfer_table
+
+    import pandas as pd
+
+    vit = {"model": "ViT-B-16-quickgelu", "pretrained": "openai"}
+    empty = pd.DataFrame(columns=PART_COLUMNS)
+    table = base_to_new_table(empty, 16, ["imagenet"], published_protocol(vit, "base_to_new", 16))
+    rows = table.set_index("Method")
+    assert rows.loc["cocoop (paper)", ["Average Base", "Average New", "Average H"]].tolist() == ["80.47", "71.69", "75.83"]
+    assert rows.loc["coop (paper)", "Average H"] == "71.66" and rows.loc["zeroshot (paper)", "Average New"] == "74.22"
+    dg = transfer_table(empty, 16, "imagenet", ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"],
+                        published_protocol(vit, "domain_generalization", 16)).set_index("Method")
+    assert dg.loc["zeroshot (paper)", "imagenet_a"] == "47.77" and dg.loc["zeroshot (paper)", "Target avg"] == "57.18"
+    assert published_protocol({"builtin": "smoke"}, "base_to_new", 16) == []
