@@ -181,14 +181,26 @@ class CoOp(Method):
                                 device=task.device, precision=task.precision, momentum=params.momentum,
                                 weight_decay=params.weight_decay, warmup_epochs=params.warmup_epochs,
                                 warmup_lr=params.warmup_lr, name=self.name)
-        with torch.no_grad(), autocast(task.device, task.precision):  # fixed at test time: once
-            text = F.normalize(encode_token_embeddings(tower, learner.prompts(), learner.eot).float(), dim=-1)
+        def classifier(target_learner):
+            with torch.no_grad(), autocast(task.device, task.precision):  # fixed at test time: once
+                prompts = target_learner.prompts()
+                text = F.normalize(encode_token_embeddings(tower, prompts, target_learner.eot).float(), dim=-1)
 
-        def predict(image_features):
-            return scale * F.normalize(image_features.float(), dim=-1) @ text.t()
+            def predict(image_features):
+                return scale * F.normalize(image_features.float(), dim=-1) @ text.t()
+
+            return predict
+
+        def for_classes(target):  # the learned context in front of other class names (base-to-new, transfer)
+            other = PromptLearner(tower, task.backbone.tokenizer, target.classnames, params,
+                                  task.generator("coop", "init")).to(task.device)
+            other.ctx = learner.ctx.detach()
+            return classifier(other)
 
         ctx = learner.ctx.detach().cpu()
-        return Fitted(predict=predict, trainable_params=ctx.numel(), state_bytes=ctx.numel() * ctx.element_size(),
+        transfer = {"no_transfer": "class-specific contexts (csc) belong to the training classes"} if params.csc \
+            else {"for_classes": for_classes}
+        return Fitted(predict=classifier(learner), **transfer, trainable_params=ctx.numel(), state_bytes=ctx.numel() * ctx.element_size(),
                       metrics={"train_loss_last_epoch": losses[-1]},
                       artifacts={"prompt_context.safetensors": tensors_file({"ctx": ctx})},
                       config={"epochs": epochs, "n_ctx": ctx.shape[-2], "prompt_length": learner.fixed.shape[1]})

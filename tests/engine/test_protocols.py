@@ -205,3 +205,27 @@ def test_published_rows_of_the_protocols():
                         published_protocol(vit, "domain_generalization", 16)).set_index("Method")
     assert dg.loc["zeroshot (paper)", "imagenet_a"] == "47.77" and dg.loc["zeroshot (paper)", "Target avg"] == "57.18"
     assert published_protocol({"builtin": "smoke"}, "base_to_new", 16) == []
+
+
+def test_coop_context_transfers_to_other_names(tmp_path):
+    """CoOp's for_classes: the learned context before other names equals a prompt learner built for them
+    with that context; its own names give its own predictor; csc cannot transfer."""
+    from bench.config import load
+    from bench.jobs import expand
+    from bench.runner import Workspace
+    from methods.coop import CoOp, CoOpParams
+
+    tasks = tmp_path / "tasks.toml"
+    tasks.write_text(TASKS.format(data=tmp_path / "data"))
+    suite = load(tasks).suite("b2n")
+    workspace = Workspace(suite, device="cpu")
+    task = workspace.task(next(j for j in expand(suite) if j.method == "linear_probe"))
+    fitted = CoOp().fit(task, CoOpParams(n_ctx=2, epochs=2))
+    feats, _ = task.features.test()
+    assert torch.equal(fitted.for_classes(task)(feats), fitted.predict(feats))
+    new = workspace.target_task(task, "smoke_mini", "new")
+    new_feats, _ = new.features.test()
+    logits = fitted.for_classes(new)(new_feats)
+    assert logits.shape == (len(new_feats), 5) and not torch.equal(logits, fitted.predict(new_feats))
+    csc = CoOp().fit(task, CoOpParams(n_ctx=2, epochs=1, csc=True))
+    assert csc.for_classes is None and "csc" in csc.no_transfer
